@@ -1,0 +1,173 @@
+//! The `breakglass-relay` command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use breakglass_keygen::{devdomain, keyio};
+use breakglass_protocol::{KeyKind, SigningPublic};
+use clap::{Parser, Subcommand};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{RelayConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TTL};
+use crate::server::{read_roster_file, Relay, Settings};
+
+/// The default address of the dev relay.
+pub const DEV_LISTEN: &str = "127.0.0.1:7443";
+
+/// The breakglass relay: store-and-forward for end-to-end encrypted messages between the
+/// members of a roster signed by an offline root key.
+#[derive(Parser, Debug)]
+#[command(
+    name = "breakglass-relay",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// Build (first run) or reuse a local trust domain in DIR and serve it.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "breakglass-dev")]
+    dev: Option<PathBuf>,
+    /// With --dev: the address to listen on.
+    #[arg(long, default_value = DEV_LISTEN, requires = "dev")]
+    listen: SocketAddr,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a production relay.
+    Serve {
+        /// The relay configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Parses the arguments, runs the relay and prints any error with its whole chain.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("breakglass-relay: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("breakglass-relay: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let relay = match (cli.dev, cli.command) {
+        (_, Some(Command::Serve { config })) => serve_settings(&config)?,
+        (Some(dir), None) => dev_settings(&dir, cli.listen)?,
+        (None, None) => anyhow::bail!(
+            "nothing to do: run `breakglass-relay --dev` to try it out, \
+             or `breakglass-relay serve --config relay.toml`"
+        ),
+    };
+    let relay = Relay::start(relay)?;
+    serve_until_signal(relay).await
+}
+
+async fn serve_until_signal(relay: Relay) -> Result<()> {
+    tokio::select! {
+        () = relay.run() => {}
+        () = wait_for_signal() => {
+            info!("shutting down");
+            relay.close();
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn serve_settings(path: &Path) -> Result<Settings> {
+    let config = RelayConfig::load(path)?;
+    let relay_key =
+        keyio::load_unattended(&config.key, KeyKind::Relay)?.into_signing(KeyKind::Relay)?;
+    let root = SigningPublic::parse(KeyKind::Root, &config.root)
+        .with_context(|| format!("{}: `root` is not a root key", path.display()))?;
+    Ok(Settings {
+        listen: config.listen,
+        relay_key,
+        root,
+        roster: read_roster_file(&config.roster)?,
+        data_dir: config.data_dir,
+        ttl: config.message_ttl,
+        max_message: config.max_message,
+    })
+}
+
+fn dev_settings(dir: &Path, listen: SocketAddr) -> Result<Settings> {
+    let domain = devdomain::ensure(dir, listen)
+        .with_context(|| format!("cannot set up the dev trust domain in {}", dir.display()))?;
+    print_dev_banner(dir, listen);
+    Ok(Settings {
+        listen,
+        relay_key: domain.relay_key.into_signing(KeyKind::Relay)?,
+        root: domain.root,
+        roster: read_roster_file(&domain.roster_path)?,
+        data_dir: dir.join("relay-data"),
+        ttl: DEFAULT_TTL,
+        max_message: DEFAULT_MAX_MESSAGE,
+    })
+}
+
+/// Tells the person at the terminal exactly what to type next.
+fn print_dev_banner(dir: &Path, listen: SocketAddr) {
+    let client = client_command();
+    let d = dir.display();
+    println!(
+        "breakglass dev relay on {listen}; trust domain in {d}/ (alice and bob, channel #ops)\n\
+         \n\
+         In another terminal, try:\n\
+         \x20 {client} --config {d}/alice.toml send bob \"hello\"\n\
+         \x20 {client} --config {d}/bob.toml read\n\
+         \x20 {client} --config {d}/bob.toml chat '#ops'\n\
+         \x20 {client} --config {d}/alice.toml selftest\n\
+         \n\
+         Stop the relay with Ctrl-C; it keeps its messages in {d}/relay-data.\n"
+    );
+}
+
+/// How to run the client from here: the binary beside this one, or through cargo.
+fn client_command() -> String {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("breakglass")))
+        .filter(|path| path.is_file());
+    match sibling {
+        Some(path) => path.display().to_string(),
+        None => "cargo run -q -p breakglass-client --".to_string(),
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests: real relay processes and real clients on loopback.
