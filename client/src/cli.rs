@@ -62,6 +62,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
     },
+    /// The independence report: every dependency of the backup path, marked independent,
+    /// shared (with the primary stack) or unknown; exits 0 when nothing is shared, 1 when
+    /// anything is, 3 when the config cannot be read.
+    ///
+    /// Compares the relays' addresses, the resolvers in /etc/resolv.conf (or
+    /// $BREAKGLASS_RESOLV_CONF), the proxy variables, the pinned keys and where the config,
+    /// key and data folder live with the `[primary]` table of the config. Does no DNS lookup
+    /// and no network I/O, and needs no key passphrase. Also reports two hygiene checks,
+    /// the key file's mode and the kept roster's expiry, as ok, warning or expired; they
+    /// never change the exit code.
+    ///
+    /// Exit codes: 0 nothing shared (unknowns and warnings allowed, counted in the summary
+    /// line); 1 something shared; 3 the configuration cannot be read or is invalid.
+    /// `--json` prints one object: {"shared", "unknown", "independent", "ok", "warning",
+    /// "expired", "code", "summary", "items": [{"check", "subject", "status", "detail"}]}.
+    Audit,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +90,8 @@ enum RosterCmd {
     /// Print the roster in force (verified against the pinned root key).
     Show,
 }
+
+const NO_CONFIG: &str = "no configuration: pass --config FILE (or set BREAKGLASS_CONFIG)";
 
 /// Parses the arguments, runs the command and prints any error with its whole chain.
 pub fn main() -> ExitCode {
@@ -109,13 +127,16 @@ fn init_logging(verbose: bool) {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let Some(config) = cli.config.as_deref() else {
-        bail!("no configuration: pass --config FILE (or set BREAKGLASS_CONFIG)");
-    };
     let format = if cli.json {
         Format::Json
     } else {
         Format::Human
+    };
+    if let Command::Audit = cli.command {
+        return Ok(audit(cli.config.as_deref(), format));
+    }
+    let Some(config) = cli.config.as_deref() else {
+        bail!(NO_CONFIG);
     };
     match cli.command {
         Command::Selftest {
@@ -150,11 +171,12 @@ async fn run_session(config: &Path, command: Command, format: Format) -> Result<
             let connected = session.connect().await?;
             let parts = parts(&session, &connected);
             let inbox = Arc::new(inbox(session, &connected));
-            messages::tail(inbox, parts, format).await;
+            messages::tail(inbox, parts, format).await?;
         }
         Command::Chat { to } => chat(session, &to).await?,
         Command::Roster(RosterCmd::Push { file }) => return push(&mut session, &file).await,
         Command::Selftest { .. } => bail!("the self-test runs without a session"),
+        Command::Audit => bail!("the audit runs without a session"),
         Command::Roster(RosterCmd::Show) => {
             let connected = session.connect().await?;
             let status = format!(
@@ -188,6 +210,33 @@ async fn selftest(
         if let Err(e) = crate::selftest::write_prometheus(path, &report) {
             eprintln!("breakglass: error: cannot write {}: {e}", path.display());
         }
+    }
+    ExitCode::from(report.code)
+}
+
+/// The independence report; exit code 3 when the configuration cannot be read, so that
+/// it is never mistaken for "shared" (1).
+fn audit(config: Option<&Path>, format: Format) -> ExitCode {
+    let report = match config.map(crate::audit::run) {
+        Some(Ok(report)) => report,
+        Some(Err(err)) => {
+            eprintln!("breakglass: error: {err:#}");
+            return ExitCode::from(3);
+        }
+        None => {
+            eprintln!("breakglass: error: {NO_CONFIG}");
+            return ExitCode::from(3);
+        }
+    };
+    match format {
+        Format::Json => match serde_json::to_string(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("breakglass: error: cannot encode the report: {e}");
+                return ExitCode::from(3);
+            }
+        },
+        Format::Human => print!("{}", report.table()),
     }
     ExitCode::from(report.code)
 }

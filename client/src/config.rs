@@ -12,6 +12,11 @@
 //! name = "dev"
 //! address = "127.0.0.1:7443"     # an IP literal needs no DNS at all
 //! key = "bgrelay1…"              # the pinned relay key
+//!
+//! [primary]                      # optional: the corporate stack, for `breakglass audit`
+//! idp_hosts = ["login.corp.example"]
+//! dns_resolvers = ["10.0.0.53"]
+//! tenant_ranges = ["10.0.0.0/8", "2001:db8:c0::/48"]
 //! ```
 //!
 //! Relative paths are taken from the configuration file's folder.
@@ -19,9 +24,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use anyhow::{bail, Context, Result};
 use breakglass_protocol::roster::Name;
 use breakglass_protocol::{KeyKind, SigningPublic};
+use ipnet::IpNet;
 use serde::Deserialize;
 
 /// The default limit on a message's text.
@@ -44,7 +52,19 @@ struct Raw {
     #[serde(default)]
     relays: Vec<RawRelay>,
     #[serde(default)]
-    primary: Option<toml::Value>,
+    primary: Option<RawPrimary>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPrimary {
+    idp_hosts: Vec<String>,
+    sso_hosts: Vec<String>,
+    mdm_hosts: Vec<String>,
+    dns_resolvers: Vec<String>,
+    proxies: Vec<String>,
+    tenant_ranges: Vec<String>,
+    managed_folders: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,8 +105,32 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// The relays, in order.
     pub relays: Vec<RelayEntry>,
-    /// The description of the primary stack, for the independence audit.
-    pub primary: Option<toml::Value>,
+    /// The description of the primary stack, for the independence audit; `None` when the
+    /// file has no `[primary]` table.
+    pub primary: Option<PrimaryStack>,
+}
+
+/// The `[primary]` table: what the corporate stack that breakglass must not depend on is
+/// made of. Only `breakglass audit` reads it; every list defaults to empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrimaryStack {
+    /// `idp_hosts`: host names of the identity provider. Default: none.
+    pub idp_hosts: Vec<String>,
+    /// `sso_hosts`: host names of the single sign-on service. Default: none.
+    pub sso_hosts: Vec<String>,
+    /// `mdm_hosts`: host names of device management and device posture. Default: none.
+    pub mdm_hosts: Vec<String>,
+    /// `dns_resolvers`: IP addresses of the corporate DNS resolvers. Default: none.
+    pub dns_resolvers: Vec<IpAddr>,
+    /// `proxies`: `host[:port]` of the corporate proxies. Default: none.
+    pub proxies: Vec<String>,
+    /// `tenant_ranges`: CIDR ranges of the corporate tenant or network, IPv4 or IPv6.
+    /// Default: none.
+    pub tenant_ranges: Vec<IpNet>,
+    /// `managed_folders`: path prefixes that the primary stack syncs or manages, besides
+    /// the well-known sync folders the audit always recognises. Relative paths are taken
+    /// from the configuration file's folder. Default: none.
+    pub managed_folders: Vec<PathBuf>,
 }
 
 impl ClientConfig {
@@ -147,7 +191,37 @@ impl ClientConfig {
             max_message: raw.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
             connect_timeout,
             relays,
-            primary: raw.primary,
+            primary: raw.primary.map(|p| primary(p, resolve)).transpose()?,
         })
     }
+}
+
+fn primary(raw: RawPrimary, resolve: impl Fn(&Path) -> PathBuf) -> Result<PrimaryStack> {
+    let dns_resolvers = raw
+        .dns_resolvers
+        .iter()
+        .map(|a| {
+            a.trim()
+                .parse::<IpAddr>()
+                .with_context(|| format!("[primary] dns_resolvers: {a:?} is not an IP address"))
+        })
+        .collect::<Result<_>>()?;
+    let tenant_ranges = raw
+        .tenant_ranges
+        .iter()
+        .map(|r| {
+            r.trim().parse::<IpNet>().with_context(|| {
+                format!("[primary] tenant_ranges: {r:?} is not a CIDR range like 10.0.0.0/8")
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(PrimaryStack {
+        idp_hosts: raw.idp_hosts,
+        sso_hosts: raw.sso_hosts,
+        mdm_hosts: raw.mdm_hosts,
+        dns_resolvers,
+        proxies: raw.proxies,
+        tenant_ranges,
+        managed_folders: raw.managed_folders.iter().map(|p| resolve(p)).collect(),
+    })
 }

@@ -296,8 +296,13 @@ async fn drain(inbox: &Inbox, relay: &RelayConn, format: Format) -> Result<usize
 }
 
 /// Stays subscribed to one relay, printing messages as they arrive, reconnecting when the
-/// connection drops. Returns only when the relay refuses us for good.
-pub async fn follow(inbox: Arc<Inbox>, session: Arc<SessionParts>, index: usize, format: Format) {
+/// connection drops. Returns only when the relay refuses us for good, with its reason.
+pub async fn follow(
+    inbox: Arc<Inbox>,
+    session: Arc<SessionParts>,
+    index: usize,
+    format: Format,
+) -> NetError {
     let entry = &session.relays[index];
     let mut conn = session.initial[index]
         .lock()
@@ -312,6 +317,8 @@ pub async fn follow(inbox: Arc<Inbox>, session: Arc<SessionParts>, index: usize,
                         eprintln!("breakglass: reconnected to relay {}", entry.name);
                         r
                     }
+                    // Removed from the roster while away: retrying cannot help.
+                    Err(e @ NetError::NotMember { .. }) => return e,
                     Err(e) => {
                         eprintln!("breakglass: warning: {e}; retrying in {RECONNECT_DELAY:?}");
                         tokio::time::sleep(RECONNECT_DELAY).await;
@@ -322,8 +329,7 @@ pub async fn follow(inbox: Arc<Inbox>, session: Arc<SessionParts>, index: usize,
         };
         let err = subscribe_once(&inbox, &relay, format).await;
         if matches!(err, NetError::NotMember { .. }) {
-            eprintln!("breakglass: error: {err}");
-            return;
+            return err;
         }
         eprintln!("breakglass: warning: {err}; reconnecting in {RECONNECT_DELAY:?}");
         tokio::time::sleep(RECONNECT_DELAY).await;
@@ -356,7 +362,9 @@ async fn subscribe_once(inbox: &Inbox, relay: &RelayConn, format: Format) -> Net
                     reason: format!("unexpected answer to subscribe: {other:?}"),
                 }
             }
-            Err(_) => return relay.closed().await,
+            // A closed connection already reports the relay's reason here; waiting for
+            // it to close instead would hang when only this stream ended.
+            Err(e) => return e,
         };
         let (acks, _) = handle_batch(inbox, &relay.relay.name, &items, format);
         if !acks.is_empty() {
@@ -368,13 +376,24 @@ async fn subscribe_once(inbox: &Inbox, relay: &RelayConn, format: Format) -> Net
 }
 
 /// Follows every relay until Ctrl-C.
-pub async fn tail(inbox: Arc<Inbox>, parts: Arc<SessionParts>, format: Format) {
+///
+/// # Errors
+///
+/// When every relay has refused us for good (we were removed from the roster), so that
+/// a script or a terminal sees the tail end with a failure.
+pub async fn tail(inbox: Arc<Inbox>, parts: Arc<SessionParts>, format: Format) -> Result<()> {
     let tasks: Vec<_> = (0..parts.relays.len())
         .map(|i| tokio::spawn(follow(inbox.clone(), parts.clone(), i, format)))
         .collect();
     tokio::select! {
-        _ = join_all(tasks) => {}
-        _ = tokio::signal::ctrl_c() => {}
+        ended = join_all(tasks) => {
+            let reasons: Vec<String> = ended
+                .into_iter()
+                .map(|e| e.map_or_else(|j| j.to_string(), |e| e.to_string()))
+                .collect();
+            bail!("stopped following: {}", reasons.join("; "))
+        }
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 
@@ -396,7 +415,10 @@ pub async fn chat(
         session.config.name
     );
     let followers: Vec<_> = (0..parts.relays.len())
-        .map(|i| tokio::spawn(follow(inbox.clone(), parts.clone(), i, Format::Human)))
+        .map(|i| {
+            let follower = follow(inbox.clone(), parts.clone(), i, Format::Human);
+            tokio::spawn(async move { eprintln!("breakglass: error: {}", follower.await) })
+        })
         .collect();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {

@@ -83,6 +83,9 @@ pub struct RelayReport {
     pub clock_skew_ms: Option<i64>,
     /// What went wrong or needs attention.
     pub problems: Vec<String>,
+    /// The signed roster the relay served, when it verified.
+    #[serde(skip)]
+    pub signed_roster: Option<Vec<u8>>,
 }
 
 /// The whole run.
@@ -124,7 +127,34 @@ pub async fn run(config_path: &Path, timeout: Duration) -> Report {
         .iter()
         .map(|relay| check_within(&config, relay, me.clone(), deadline));
     let relays = join_all(checks).await;
+    keep_newest_roster(&config, &relays);
     summarise(relays, started)
+}
+
+/// Keeps the newest roster a relay served, as any other command does, so a later rollback
+/// is caught and `audit` can check its expiry. A failure here does not fail the test.
+fn keep_newest_roster(config: &ClientConfig, relays: &[RelayReport]) {
+    let newest = relays
+        .iter()
+        .filter_map(|r| Some((r.roster_version?, r.signed_roster.as_deref()?)))
+        .max_by_key(|(version, _)| *version);
+    let Some((version, signed)) = newest else {
+        return;
+    };
+    let Ok(history) = crate::history::History::open(&config.data_dir) else {
+        return;
+    };
+    let policy = Policy {
+        now: Timestamp(0),
+        min_version: 0,
+    };
+    let kept = history
+        .roster()
+        .and_then(|bytes| roster::verify(&bytes, &config.root, policy).ok())
+        .map_or(0, |r| r.version);
+    if version > kept {
+        let _ = history.save_roster(signed);
+    }
 }
 
 fn failed(status: Status, why: String, started: Instant) -> Report {
@@ -153,6 +183,7 @@ async fn check_within(
         roster_expires_in_s: None,
         clock_skew_ms: None,
         problems: Vec::new(),
+        signed_roster: None,
     };
     let budget = deadline.saturating_duration_since(Instant::now());
     let outcome =
@@ -228,6 +259,7 @@ async fn fetch_roster(
     let left = roster.expires_at.0 as i64 - Timestamp::now().0 as i64;
     report.roster_version = Some(roster.version);
     report.roster_expires_in_s = Some(left);
+    report.signed_roster = Some(signed);
     if left < EXPIRY_WARNING.as_secs() as i64 {
         warn(
             report,
@@ -543,6 +575,7 @@ mod tests {
             } else {
                 vec!["x".into()]
             },
+            signed_roster: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The `breakglass-relay` command line.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{RelayConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TTL};
 use crate::server::{read_roster_file, Relay, Settings};
+use crate::{check, metrics};
 
 /// The default address of the dev relay.
 pub const DEV_LISTEN: &str = "127.0.0.1:7443";
@@ -44,12 +46,32 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check the relay's health for monitoring, without contacting the network: exit 0 OK,
+    /// 1 WARNING, 2 CRITICAL, 3 UNKNOWN, with one summary line and perfdata.
+    ///
+    /// Run it as the relay's user. While the relay runs, its store is locked and the check
+    /// says so; the roster is then judged from the config file.
+    Check {
+        /// The relay configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one JSON object instead of the summary line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses the arguments, runs the relay and prints any error with its whole chain.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    if let Some(Command::Check { config, json }) = &cli.command {
+        init_logging("warn");
+        return health_check(config, *json);
+    }
+    init_logging("info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,8 +88,32 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Prints clap's message; a monitoring plugin given bad arguments answers UNKNOWN (3)
+/// rather than clap's 2, which would read as CRITICAL.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if !e.use_stderr() {
+        return ExitCode::SUCCESS;
+    }
+    let is_check = std::env::args_os().nth(1).is_some_and(|arg| arg == "check");
+    ExitCode::from(if is_check {
+        check::Status::Unknown.code()
+    } else {
+        2
+    })
+}
+
+/// Runs `check` and prints its one line (or JSON) on standard output.
+fn health_check(config: &Path, json: bool) -> ExitCode {
+    let report = check::run(config);
+    let text = if json { report.json() } else { report.line() };
+    // A closed standard output loses the text, not the verdict: the exit code still says.
+    let _ = writeln!(std::io::stdout(), "{text}");
+    ExitCode::from(report.status().code())
+}
+
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,15 +122,19 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let relay = match (cli.dev, cli.command) {
+    let (settings, metrics_addr) = match (cli.dev, cli.command) {
         (_, Some(Command::Serve { config })) => serve_settings(&config)?,
-        (Some(dir), None) => dev_settings(&dir, cli.listen)?,
-        (None, None) => anyhow::bail!(
+        (Some(dir), None) => (dev_settings(&dir, cli.listen)?, None),
+        // `check` was answered in `main`, before any runtime started.
+        (_, Some(Command::Check { .. })) | (None, None) => anyhow::bail!(
             "nothing to do: run `breakglass-relay --dev` to try it out, \
              or `breakglass-relay serve --config relay.toml`"
         ),
     };
-    let relay = Relay::start(relay)?;
+    let relay = Relay::start(settings)?;
+    if let Some(addr) = metrics_addr {
+        metrics::start(addr, relay.shared()).await;
+    }
     serve_until_signal(relay).await
 }
 
@@ -111,13 +161,14 @@ async fn wait_for_signal() {
     }
 }
 
-fn serve_settings(path: &Path) -> Result<Settings> {
+/// The relay's settings and the metrics address from a configuration file.
+fn serve_settings(path: &Path) -> Result<(Settings, Option<SocketAddr>)> {
     let config = RelayConfig::load(path)?;
     let relay_key =
         keyio::load_unattended(&config.key, KeyKind::Relay)?.into_signing(KeyKind::Relay)?;
     let root = SigningPublic::parse(KeyKind::Root, &config.root)
         .with_context(|| format!("{}: `root` is not a root key", path.display()))?;
-    Ok(Settings {
+    let settings = Settings {
         listen: config.listen,
         relay_key,
         root,
@@ -125,7 +176,8 @@ fn serve_settings(path: &Path) -> Result<Settings> {
         data_dir: config.data_dir,
         ttl: config.message_ttl,
         max_message: config.max_message,
-    })
+    };
+    Ok((settings, config.metrics))
 }
 
 fn dev_settings(dir: &Path, listen: SocketAddr) -> Result<Settings> {

@@ -11,8 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-/// Messages are dropped this long after they were stored, delivered or not.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(21 * 86_400);
+pub use crate::store::DEFAULT_TTL;
 /// The largest envelope a member may send, in bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = 256 * 1024;
 
@@ -37,6 +36,12 @@ pub struct RelayConfig {
     /// The largest envelope accepted, in bytes. Default: 262144 (256 KiB).
     #[serde(default = "default_max_message")]
     pub max_message: usize,
+    /// The TCP address serving Prometheus metrics at `/metrics`, e.g. `127.0.0.1:9464`.
+    /// Default: none (no metrics listener). The counts it serves are metadata (how many
+    /// members are connected, how many messages wait): bind a loopback address unless the
+    /// network it is reachable from may see them.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn default_data_dir() -> PathBuf {

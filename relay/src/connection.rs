@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use breakglass_protocol::envelope::{self, Destination};
 use breakglass_protocol::keystring::fingerprint_of;
-use breakglass_protocol::roster::{self, Member, Policy, Timestamp};
+use breakglass_protocol::roster::{self, Member, Policy, Role, Timestamp};
 use breakglass_protocol::wire::{self, Delivery, ErrorCode, Request, Response, MAX_FRAME};
 use breakglass_protocol::KeyKind;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -26,6 +26,10 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 const FETCH_LIMIT: usize = 256;
 /// The most sequence numbers acknowledged in one request.
 const MAX_ACKS: usize = 4096;
+/// What sealing adds to a message's text: the 16-byte AEAD tag, one byte for the content
+/// kind and the text's length as a varint, which is 3 bytes for any text from 16 KiB to
+/// 2 MiB, so the limit is exact for any `max_message` in that range.
+const CONTENT_OVERHEAD: usize = 16 + 1 + 3;
 /// The stream error code for a request that could not be read.
 const STREAM_BAD_REQUEST: u32 = 1;
 
@@ -175,20 +179,23 @@ async fn answer(shared: &Shared, me: &Member, request: Request) -> Response {
 
 /// Checks an envelope as far as the relay can, then stores it durably.
 async fn accept_send(shared: &Shared, me: &Member, bytes: &[u8]) -> Response {
-    if bytes.len() > shared.max_message {
+    if bytes.len() > envelope::MAX_ENVELOPE {
         return error(
             ErrorCode::TooLarge,
             format!(
-                "message is {} bytes; this relay accepts at most {}",
+                "envelope is {} bytes; the limit is {}",
                 bytes.len(),
-                shared.max_message
+                envelope::MAX_ENVELOPE
             ),
         );
     }
+    // Held until the envelope is stored, so a roster push cannot revoke a recipient
+    // between the check below and the enqueue.
+    let _roster_stable = shared.roster_change.read().await;
     let in_force = shared.roster();
-    let (id, recipients) = match check_envelope(&in_force, me, bytes) {
+    let (id, recipients) = match check_envelope(&in_force, me, bytes, shared.max_message) {
         Ok(checked) => checked,
-        Err(message) => return error(ErrorCode::BadEnvelope, message),
+        Err(refusal) => return refusal,
     };
     match shared
         .store
@@ -210,13 +217,35 @@ async fn accept_send(shared: &Shared, me: &Member, bytes: &[u8]) -> Response {
     }
 }
 
-/// The id and recipients of a valid envelope from `me`, or why it is refused.
+/// The id and recipients of a valid envelope from `me`, or the answer refusing it.
 fn check_envelope(
     in_force: &RosterInForce,
     me: &Member,
     bytes: &[u8],
-) -> Result<([u8; 16], Vec<String>), String> {
-    let env = envelope::decode(bytes).map_err(|e| e.to_string())?;
+    max_message: usize,
+) -> Result<([u8; 16], Vec<String>), Response> {
+    let env = envelope::decode(bytes).map_err(|e| error(ErrorCode::BadEnvelope, e.to_string()))?;
+    // The limit is on the message, not on the per-recipient keys around it.
+    let content = env.body.ciphertext.len().saturating_sub(CONTENT_OVERHEAD);
+    if content > max_message {
+        return Err(error(
+            ErrorCode::TooLarge,
+            format!("message is {content} bytes; this relay accepts at most {max_message}"),
+        ));
+    }
+    check_addressing(in_force, me, &env).map_err(|m| error(ErrorCode::BadEnvelope, m))?;
+    Ok((
+        env.body.header.id.0,
+        env.recipients().map(String::from).collect(),
+    ))
+}
+
+/// Checks the sender, the signature and that every recipient belongs to the destination.
+fn check_addressing(
+    in_force: &RosterInForce,
+    me: &Member,
+    env: &envelope::Unverified,
+) -> Result<(), String> {
     let roster = &in_force.roster;
     if env.body.header.sender != me.name.as_str() {
         return Err("the envelope's sender is not the connected member".into());
@@ -226,8 +255,10 @@ fn check_envelope(
     if recipients.is_empty() {
         return Err("the envelope has no recipients".into());
     }
+    // A queue is only ever written for a current member: a direct message to any other
+    // name would otherwise wait for whoever is enrolled under that name later.
     let allowed = |name: &str| match &env.body.header.to {
-        Destination::Direct(to) => name == to,
+        Destination::Direct(to) => name == to && roster.member(name).is_some(),
         Destination::Channel(c) => roster
             .member(name)
             .is_some_and(|m| m.channels.iter().any(|x| x.as_str() == c)),
@@ -241,7 +272,7 @@ fn check_envelope(
     if unique.len() != recipients.len() {
         return Err("a recipient is named twice".into());
     }
-    Ok((env.body.header.id.0, recipients))
+    Ok(())
 }
 
 fn fetch(shared: &Shared, me: &Member, after: Option<u64>, limit: usize) -> Response {
@@ -332,8 +363,28 @@ async fn subscribe(shared: &Shared, me: &Member, send: &mut SendStream) {
 
 /// Verifies a pushed roster, makes it durable, and cuts off whoever it removes.
 async fn push_roster(shared: &Shared, me: &Member, signed: &[u8]) -> Response {
-    let _one_at_a_time = shared.roster_change.lock().await;
+    let _one_at_a_time = shared.roster_change.write().await;
     let current = shared.roster();
+    // The root signature makes a roster valid; the admin role says who may put it in
+    // force. The role is read from the roster in force, not from admission time.
+    let role = current
+        .roster
+        .member(me.name.as_str())
+        .filter(|m| m.key == me.key)
+        .map(|m| m.role);
+    if role != Some(Role::Admin) {
+        return error(
+            ErrorCode::Forbidden,
+            format!("{} is not an admin: only admins may push a roster", me.name),
+        );
+    }
+    // Pushing the roster already in force again changes nothing and is not an error, so
+    // one roster can be pushed to every relay until the last lagging one has it.
+    if signed == current.signed.as_slice() {
+        return Response::RosterAccepted {
+            version: current.roster.version,
+        };
+    }
     let policy = Policy {
         now: Timestamp::now(),
         min_version: current.roster.version.saturating_add(1),
@@ -342,10 +393,6 @@ async fn push_roster(shared: &Shared, me: &Member, signed: &[u8]) -> Response {
         Ok(r) => r,
         Err(e) => return error(ErrorCode::BadRoster, e.to_string()),
     };
-    if let Err(e) = shared.store.set_roster(signed, next.version).await {
-        warn!(error = %e, "cannot store a pushed roster");
-        return error(ErrorCode::Internal, "the relay could not store the roster");
-    }
     let version = next.version;
     let next = RosterInForce {
         roster: next,
@@ -359,9 +406,26 @@ async fn push_roster(shared: &Shared, me: &Member, signed: &[u8]) -> Response {
         .cloned()
         .collect();
     shared.set_roster(next);
+    revoke(shared, &removed).await;
+    // Queue removals are not fsynced on their own; storing the roster is one durable
+    // commit, a sled flush of everything written before it, so it makes the drops above
+    // survive a crash too. Stored first, a crash right after it would bring the queues of
+    // revoked members back.
+    if let Err(e) = shared.store.set_roster(signed, version).await {
+        warn!(error = %e, "cannot store a pushed roster");
+        return error(
+            ErrorCode::Internal,
+            "the relay could not store the roster; it is in force only until a restart",
+        );
+    }
     let names: Vec<&str> = removed.iter().map(|m| m.name.as_str()).collect();
     info!(version, by = %me.name, removed = ?names, "roster changed");
-    for m in &removed {
+    Response::RosterAccepted { version }
+}
+
+/// Closes the connections of members removed from the roster and drops their queues.
+async fn revoke(shared: &Shared, removed: &[Member]) {
+    for m in removed {
         let closed = shared
             .registry
             .close_member(m.name.as_str(), "removed from the roster");
@@ -373,7 +437,6 @@ async fn push_roster(shared: &Shared, me: &Member, signed: &[u8]) -> Response {
             Err(e) => warn!(member = %m.name, error = %e, "dropping a revoked queue stopped"),
         }
     }
-    Response::RosterAccepted { version }
 }
 
 fn unix_ms() -> u64 {

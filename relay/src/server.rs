@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 use breakglass_protocol::roster::{self, Policy, Roster, Timestamp};
 use breakglass_protocol::{SigningPublic, SigningSecret};
-use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
 use crate::registry::Registry;
@@ -67,8 +66,9 @@ pub struct Shared {
     /// The pinned root key.
     pub root: SigningPublic,
     roster: RwLock<Arc<RosterInForce>>,
-    /// Serialises roster pushes so two cannot interleave.
-    pub roster_change: Mutex<()>,
+    /// Taken for writing by a roster push and for reading by a send from its checks to
+    /// its enqueue, so pushes never interleave and never revoke a recipient mid-send.
+    pub roster_change: tokio::sync::RwLock<()>,
     /// The message store.
     pub store: Store,
     /// Who is connected.
@@ -126,7 +126,7 @@ impl Relay {
         let shared = Arc::new(Shared {
             root: settings.root,
             roster: RwLock::new(Arc::new(in_force)),
-            roster_change: Mutex::new(()),
+            roster_change: tokio::sync::RwLock::new(()),
             store,
             registry: Registry::default(),
             max_message: settings.max_message,
