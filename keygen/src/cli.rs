@@ -12,6 +12,7 @@ use breakglass_protocol::{KeyKind, MemberPublic, Seed, SigningPublic};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
+use crate::pincard::PinCard;
 use crate::{bip39words, keyio, prompt, rosterfile, slip39};
 
 /// Offline keys, paper backups and the signed roster of a breakglass trust domain.
@@ -49,6 +50,19 @@ enum Command {
     /// Edit, sign and check the roster.
     #[command(subcommand)]
     Roster(RosterCmd),
+    /// Print a one-page pin card for the incident binder: the root, relay and member
+    /// fingerprints and the roster's digest, with how to check them by phone.
+    Pincard {
+        /// The signed roster; it must verify against the root key.
+        #[arg(long)]
+        roster: PathBuf,
+        /// The root key: a `bgroot1…` string or the root key file.
+        #[arg(long)]
+        root: String,
+        /// Also write the card as an A4 SVG to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -288,6 +302,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pubkey { file, fingerprint } => pubkey(&file, fingerprint),
         Command::Paper(cmd) => paper(cmd),
         Command::Roster(cmd) => roster_cmd(cmd),
+        Command::Pincard { roster, root, svg } => pincard(&roster, &root, svg.as_deref()),
     }
 }
 
@@ -358,7 +373,7 @@ fn paper(cmd: PaperCmd) -> Result<()> {
         PaperCmd::Combine { out, kind, opts } => {
             check_target(&out, opts.force)?;
             let pass = new_passphrase(opts.encrypt)?;
-            let input = prompt::read_all_stdin().context("cannot read the shares")?;
+            let input = prompt::shares().context("cannot read the shares")?;
             let shares: Zeroizing<Vec<String>> = Zeroizing::new(
                 input
                     .lines()
@@ -460,6 +475,20 @@ fn paper_split(file: &Path, threshold: u8, shares: u8) -> Result<()> {
         writeln!(out, "Share {} of {shares}:", i + 1)?;
         writeln!(out, "{}\n", bip39words::layout(&words).as_str())?;
     }
+    Ok(())
+}
+
+/// Prints the pin card of a signed roster, and writes its SVG form when asked.
+fn pincard(roster: &Path, root: &str, svg: Option<&Path>) -> Result<()> {
+    let root = rosterfile::root_public(root)?;
+    let signed = rosterfile::read_bounded(roster)?;
+    let card = PinCard::new(&signed, &root).with_context(|| roster.display().to_string())?;
+    if let Some(path) = svg {
+        rosterfile::write_public(path, card.to_svg().as_bytes())
+            .with_context(|| format!("cannot write the SVG card to {}", path.display()))?;
+        eprintln!("wrote the A4 pin card to {}", path.display());
+    }
+    print!("{}", card.to_text());
     Ok(())
 }
 

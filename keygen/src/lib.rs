@@ -7,6 +7,7 @@ pub mod bip39words;
 pub mod cli;
 pub mod devdomain;
 pub mod keyio;
+pub mod pincard;
 pub mod prompt;
 pub mod rosterfile;
 pub mod slip39;

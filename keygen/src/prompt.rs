@@ -70,6 +70,29 @@ pub fn paper_words() -> io::Result<Zeroizing<String>> {
     read_all_stdin()
 }
 
+/// Reads SLIP-39 shares, one per line: at a terminal without echo until an empty line,
+/// otherwise all of standard input.
+///
+/// # Errors
+///
+/// When standard input cannot be read.
+pub fn shares() -> io::Result<Zeroizing<String>> {
+    if !io::stdin().is_terminal() {
+        return read_all_stdin();
+    }
+    eprintln!("Type one share per line (not shown); an empty line when done.");
+    let mut all = Zeroizing::new(String::new());
+    for n in 1.. {
+        let line = Zeroizing::new(rpassword::prompt_password(format!("share {n}: "))?);
+        if line.trim().is_empty() {
+            break;
+        }
+        all.push_str(&line);
+        all.push('\n');
+    }
+    Ok(all)
+}
+
 /// Reads all of standard input, bounded, into a wiped buffer.
 ///
 /// # Errors
