@@ -24,6 +24,8 @@ use futures_util::future::join_all;
 use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 
+pub use breakglass_protocol::status::Status;
+
 use crate::config::{ClientConfig, RelayEntry};
 use crate::net::{self, RelayConn};
 
@@ -33,36 +35,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 /// Clock skew beyond this is a warning.
 const SKEW_WARNING: Duration = Duration::from_secs(60);
-
-/// The monitoring-plugin status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Status {
-    /// Everything passed.
-    Ok = 0,
-    /// Works, but something needs attention.
-    Warning = 1,
-    /// Does not work.
-    Critical = 2,
-    /// The test could not run.
-    Unknown = 3,
-}
-
-impl Status {
-    /// The plugin exit code.
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Status::Ok => "OK",
-            Status::Warning => "WARNING",
-            Status::Critical => "CRITICAL",
-            Status::Unknown => "UNKNOWN",
-        }
-    }
-}
 
 /// What happened with one relay.
 #[derive(Clone, Debug, Serialize)]
@@ -161,7 +133,7 @@ fn failed(status: Status, why: String, started: Instant) -> Report {
     Report {
         status,
         code: status.code(),
-        summary: format!("BREAKGLASS {} - {why}", status.label()),
+        summary: format!("BREAKGLASS {} - {}", status.label(), one_line(&why)),
         relays: Vec::new(),
         finished_at: unix_now(),
         duration_ms: ms(started.elapsed()),
@@ -375,7 +347,7 @@ fn is_stale_canary(
 }
 
 fn warn(report: &mut RelayReport, why: String) {
-    report.status = report.status.max(Status::Warning);
+    report.status = report.status.worst(Status::Warning);
     report.problems.push(why);
 }
 
@@ -413,7 +385,7 @@ fn summary_line(status: Status, relays: &[RelayReport], passed: usize) -> String
     for r in relays {
         match (&r.rtt_ms, r.problems.first()) {
             (_, Some(problem)) => {
-                let _ = write!(text, "; {}: {problem}", r.name);
+                let _ = write!(text, "; {}: {}", r.name, one_line(problem));
             }
             (Some(rtt), None) => {
                 let _ = write!(text, "; {}: canary round trip {rtt:.1} ms", r.name);
@@ -436,6 +408,18 @@ fn summary_line(status: Status, relays: &[RelayReport], passed: usize) -> String
         }
     }
     text
+}
+
+/// `text` fit for the summary line: monitoring reads only its first line, and takes what
+/// follows a `|` as perfdata, so neither an error that spans lines nor the text of a
+/// relay's refusal may end the line or start perfdata early.
+fn one_line(text: &str) -> String {
+    let words = text.split(|c: char| c.is_control()).map(str::trim);
+    let joined = words
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    joined.replace('|', "/")
 }
 
 fn perf_label(name: &str) -> String {

@@ -9,6 +9,7 @@ pub mod keyfile;
 pub mod keys;
 pub mod keystring;
 pub mod roster;
+pub mod status;
 pub mod wire;
 
 pub use keys::{KeyKind, MemberPublic, MemberSecret, Seed, SigningPublic, SigningSecret};

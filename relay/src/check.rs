@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use breakglass_keygen::keyio;
 use breakglass_protocol::roster::{self, Policy, Roster, Timestamp};
+pub use breakglass_protocol::status::Status;
 use breakglass_protocol::{KeyKind, SigningPublic};
 use serde::Serialize;
 
@@ -45,48 +46,6 @@ const LOCK_HELD: [&str; 3] = [
     "WouldBlock",
     "Resource temporarily unavailable",
 ];
-
-/// A health state; its number is the exit code of the monitoring-plugin convention.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Status {
-    /// Everything checked is fine.
-    Ok = 0,
-    /// Needs attention soon.
-    Warning = 1,
-    /// Broken, or about to be.
-    Critical = 2,
-    /// The check itself could not run.
-    Unknown = 3,
-}
-
-impl Status {
-    /// The process exit code.
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// How bad it is, for picking the worst: an unknown state hides less than a failure.
-    fn severity(self) -> u8 {
-        match self {
-            Status::Ok => 0,
-            Status::Warning => 1,
-            Status::Unknown => 2,
-            Status::Critical => 3,
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Ok => "OK",
-            Status::Warning => "WARNING",
-            Status::Critical => "CRITICAL",
-            Status::Unknown => "UNKNOWN",
-        })
-    }
-}
 
 /// One thing checked and what was found.
 #[derive(Debug, Serialize)]
