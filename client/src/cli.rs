@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
+use breakglass_protocol::envelope::Destination;
+use breakglass_protocol::roster::Roster;
 use breakglass_protocol::wire::{Request, Response};
 use clap::{Parser, Subcommand};
 use futures_util::future::join_all;
@@ -151,16 +153,11 @@ async fn run_session(config: &Path, command: Command, format: Format) -> Result<
     let mut session = Session::open(config)?;
     match command {
         Command::Send { to, text } => {
+            let to = messages::destination(&to);
+            refuse_self(&session, &to)?;
             let text = session::message_text(&text, session.config.max_message)?;
             let connected = session.connect().await?;
-            messages::send(
-                &mut session,
-                &connected,
-                &messages::destination(&to),
-                &text,
-                format,
-            )
-            .await?;
+            messages::send(&mut session, &connected, &to, &text, format).await?;
         }
         Command::Read => {
             let connected = session.connect().await?;
@@ -248,23 +245,55 @@ fn inbox(session: Session, connected: &Connected) -> Inbox {
 
 fn parts(session: &Session, connected: &Connected) -> Arc<SessionParts> {
     let relays = connected.relays.iter().map(|r| r.relay.clone()).collect();
-    let initial = connected
+    let live = connected
         .relays
         .iter()
         .map(|r| Mutex::new(Some(r.clone())))
         .collect();
     Arc::new(SessionParts {
         relays,
-        initial,
+        live,
         me: session.me.clone(),
         timeout: session.config.connect_timeout,
     })
 }
 
+/// A message to ourselves would be recorded as sent and so never shown by `read`.
+fn refuse_self(session: &Session, to: &Destination) -> Result<()> {
+    if matches!(to, Destination::Direct(name) if name == session.config.name.as_str()) {
+        bail!(
+            "you cannot send a message to yourself ({to}): it would never show in `read`; \
+             to test the channel end to end, run `breakglass selftest`"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a destination the roster does not know, before anything is typed.
+fn check_destination(roster: &Roster, to: &Destination) -> Result<()> {
+    let known = match to {
+        Destination::Direct(name) => roster.member(name).is_some(),
+        Destination::Channel(channel) => roster.channel(channel).is_some(),
+    };
+    if !known {
+        let what = match to {
+            Destination::Direct(_) => "member",
+            Destination::Channel(_) => "channel",
+        };
+        bail!(
+            "no {what} {to} in roster version {} (see `breakglass roster show`)",
+            roster.version
+        );
+    }
+    Ok(())
+}
+
 async fn chat(mut session: Session, to: &str) -> Result<()> {
-    let connected = session.connect().await?;
-    let parts = parts(&session, &connected);
     let destination = messages::destination(to);
+    refuse_self(&session, &destination)?;
+    let connected = session.connect().await?;
+    check_destination(&connected.roster, &destination)?;
+    let parts = parts(&session, &connected);
     // The history is shared between the sender and the follower: a second handle on the
     // same append-only file is enough, since each write is one whole line.
     let history = crate::history::History::open(&session.config.data_dir)?;
@@ -275,7 +304,8 @@ async fn chat(mut session: Session, to: &str) -> Result<()> {
         &name,
         history,
     ));
-    messages::chat(&mut session, &connected, inbox, parts, &destination).await
+    let roster = connected.roster.clone();
+    messages::chat(&mut session, &roster, inbox, parts, &destination).await
 }
 
 async fn push(session: &mut Session, file: &Path) -> Result<ExitCode> {

@@ -5,7 +5,8 @@
 //! key = "alice.key"              # the member key file, mode 0600
 //! root = "bgroot1…"              # the pinned root key: every roster is checked against it
 //! data_dir = "alice.data"        # local history; default "<name>.data"
-//! max_message = 262144           # largest message text in bytes; default 256 KiB
+//! max_message = 262144           # largest message text in bytes; default 256 KiB,
+//!                                # at most 960 KiB (1 MiB envelope less headroom)
 //! connect_timeout = "5s"         # per relay; default 5 s
 //!
 //! [[relays]]
@@ -34,6 +35,9 @@ use serde::Deserialize;
 
 /// The default limit on a message's text.
 pub const DEFAULT_MAX_MESSAGE: usize = 256 * 1024;
+/// The largest `max_message` accepted: a sealed message must fit in one envelope, with
+/// room left for the envelope's own fields.
+pub const MAX_MAX_MESSAGE: usize = breakglass_protocol::envelope::MAX_ENVELOPE - 64 * 1024;
 /// The default time allowed to reach one relay.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -188,12 +192,23 @@ impl ClientConfig {
             data_dir: resolve(&data_dir),
             name,
             root,
-            max_message: raw.max_message.unwrap_or(DEFAULT_MAX_MESSAGE),
+            max_message: max_message(raw.max_message)?,
             connect_timeout,
             relays,
             primary: raw.primary.map(|p| primary(p, resolve)).transpose()?,
         })
     }
+}
+
+fn max_message(raw: Option<usize>) -> Result<usize> {
+    let value = raw.unwrap_or(DEFAULT_MAX_MESSAGE);
+    if !(1..=MAX_MAX_MESSAGE).contains(&value) {
+        bail!(
+            "`max_message` = {value}: must be between 1 and {MAX_MAX_MESSAGE} bytes (what \
+             fits in one envelope)"
+        );
+    }
+    Ok(value)
 }
 
 fn primary(raw: RawPrimary, resolve: impl Fn(&Path) -> PathBuf) -> Result<PrimaryStack> {
@@ -224,4 +239,20 @@ fn primary(raw: RawPrimary, resolve: impl Fn(&Path) -> PathBuf) -> Result<Primar
         tenant_ranges,
         managed_folders: raw.managed_folders.iter().map(|p| resolve(p)).collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_message_must_fit_in_an_envelope_and_be_positive() {
+        assert_eq!(max_message(None).expect("default"), DEFAULT_MAX_MESSAGE);
+        assert_eq!(max_message(Some(1)).expect("one byte"), 1);
+        assert!(max_message(Some(MAX_MAX_MESSAGE)).is_ok());
+        for bad in [0, MAX_MAX_MESSAGE + 1, 15_000_000] {
+            let err = max_message(Some(bad)).expect_err("refused");
+            assert!(err.to_string().contains("`max_message`"), "{err}");
+        }
+    }
 }

@@ -69,7 +69,7 @@ pub enum NetError {
         pinned: String,
     },
     /// The relay does not admit our key.
-    #[error("relay {relay} refused us: our key is not in the roster it holds ({reason}); ask an administrator to add us and push the roster")]
+    #[error("relay {relay} does not admit our key ({reason}); ask an administrator to add it to the roster and push the roster to the relay")]
     NotMember {
         /// The relay's name.
         relay: String,
@@ -102,6 +102,12 @@ pub enum NetError {
         /// Its explanation.
         message: String,
     },
+    /// Our own request is over the frame limit: nothing was sent.
+    #[error("the message is too large to send: {reason} (lower `max_message` in the config)")]
+    TooLarge {
+        /// What the encoder said.
+        reason: String,
+    },
     /// The local QUIC endpoint could not be set up.
     #[error("cannot set up QUIC: {0}")]
     Local(String),
@@ -128,6 +134,7 @@ pub async fn resolve(relay: &RelayEntry, deadline: Duration) -> Result<SocketAdd
     if let Ok(addr) = relay.address.parse::<SocketAddr>() {
         return Ok(addr);
     }
+    tracing::debug!(relay = %relay.name, address = %relay.address, "resolving");
     let bad = || NetError::BadAddress {
         relay: relay.name.clone(),
         address: relay.address.clone(),
@@ -145,7 +152,11 @@ pub async fn resolve(relay: &RelayEntry, deadline: Duration) -> Result<SocketAdd
     match tokio::time::timeout(deadline, lookup).await {
         Err(_) => Err(dns("no answer from the resolver".into())),
         Ok(Err(e)) => Err(dns(e.to_string())),
-        Ok(Ok(mut addrs)) => addrs.next().ok_or_else(|| dns("no addresses".into())),
+        Ok(Ok(mut addrs)) => {
+            let addr = addrs.next().ok_or_else(|| dns("no addresses".into()))?;
+            tracing::debug!(relay = %relay.name, %addr, elapsed = ?started.elapsed(), "resolved");
+            Ok(addr)
+        }
     }
 }
 
@@ -161,6 +172,12 @@ pub async fn connect(
 ) -> Result<RelayConn, NetError> {
     let started = Instant::now();
     let addr = resolve(relay, deadline).await?;
+    tracing::debug!(
+        relay = %relay.name,
+        %addr,
+        key = %relay.key.fingerprint(),
+        "connecting"
+    );
     let remaining = deadline.saturating_sub(started.elapsed());
     let bind = match addr.ip() {
         IpAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
@@ -186,6 +203,12 @@ pub async fn connect(
     // Under TLS 1.3 the relay's verdict on our key arrives after the client's handshake
     // completes, so make one round trip now to learn it before reporting success.
     relay_conn.request(&Request::Ping).await?;
+    tracing::debug!(
+        relay = %relay.name,
+        %addr,
+        ms = started.elapsed().as_millis(),
+        "connected and admitted"
+    );
     Ok(relay_conn)
 }
 
@@ -247,6 +270,7 @@ impl RelayConn {
     ///
     /// A [`NetError`]; an error answer from the relay is [`NetError::Refused`].
     pub async fn request(&self, request: &Request) -> Result<Response, NetError> {
+        tracing::debug!(relay = %self.relay.name, request = kind_of_request(request), "request");
         let exchange = async {
             let mut recv = self.send_request(request).await?;
             self.read_response(&mut recv).await
@@ -257,6 +281,7 @@ impl RelayConn {
                 relay: self.relay.name.clone(),
                 reason: format!("no answer within {REQUEST_TIMEOUT:?}"),
             })??;
+        tracing::debug!(relay = %self.relay.name, answer = kind_of_response(&response), "answer");
         match response {
             Response::Error { code, message } => Err(NetError::Refused {
                 relay: self.relay.name.clone(),
@@ -273,7 +298,7 @@ impl RelayConn {
     ///
     /// [`NetError::Lost`] when the connection is gone.
     pub async fn send_request(&self, request: &Request) -> Result<RecvStream, NetError> {
-        let frame = wire::encode(request).map_err(|e| self.protocol(e.to_string()))?;
+        let frame = encode_request(request)?;
         let (mut send, recv) = self.conn.open_bi().await.map_err(|e| self.lost(&e))?;
         send.write_all(&frame)
             .await
@@ -304,6 +329,16 @@ impl RelayConn {
     pub async fn closed(&self) -> NetError {
         let err = self.conn.closed().await;
         closed_error(&self.relay.name, &err)
+    }
+
+    /// Whether the connection is still open, as far as we know.
+    pub fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none()
+    }
+
+    /// Whether `other` is the same connection (a clone of this one).
+    pub fn same(&self, other: &RelayConn) -> bool {
+        self.conn.stable_id() == other.conn.stable_id()
     }
 
     /// Closes the connection politely.
@@ -337,5 +372,68 @@ impl RelayConn {
             relay: self.relay.name.clone(),
             reason,
         }
+    }
+}
+
+/// Encodes one of our own requests; a failure is ours, not the relay's.
+fn encode_request(request: &Request) -> Result<Vec<u8>, NetError> {
+    wire::encode(request).map_err(|e| NetError::TooLarge {
+        reason: e.to_string(),
+    })
+}
+
+/// The name of a request's kind, for the debug log (never its content).
+fn kind_of_request(request: &Request) -> &'static str {
+    match request {
+        Request::Ping => "ping",
+        Request::Send { .. } => "send",
+        Request::Fetch { .. } => "fetch",
+        Request::Ack { .. } => "ack",
+        Request::Subscribe => "subscribe",
+        Request::GetRoster => "get-roster",
+        Request::PushRoster { .. } => "push-roster",
+    }
+}
+
+/// The name of an answer's kind, for the debug log (never its content).
+fn kind_of_response(response: &Response) -> &'static str {
+    match response {
+        Response::Pong { .. } => "pong",
+        Response::Accepted { .. } => "accepted",
+        Response::Acked { .. } => "acked",
+        Response::Messages { .. } => "messages",
+        Response::Roster { .. } => "roster",
+        Response::RosterAccepted { .. } => "roster-accepted",
+        Response::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_request_is_our_error_not_a_malformed_answer() {
+        let request = Request::Send {
+            envelope: vec![0u8; wire::MAX_FRAME + 1],
+        };
+        let err = encode_request(&request).expect_err("over the frame limit");
+        assert!(matches!(err, NetError::TooLarge { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("the message is too large to send"),
+            "{text}"
+        );
+        assert!(!text.contains("malformed"), "{text}");
+    }
+
+    #[test]
+    fn the_not_member_error_gives_its_reason_once() {
+        let err = NetError::NotMember {
+            relay: "dev".into(),
+            reason: "not in the roster".into(),
+        };
+        let text = err.to_string();
+        assert_eq!(text.matches("not in the roster").count(), 1, "{text}");
     }
 }

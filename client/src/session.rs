@@ -49,7 +49,16 @@ impl Session {
     /// With the file at fault.
     pub fn open(config_path: &Path) -> Result<Self> {
         let config = ClientConfig::load(config_path)?;
-        let me = keyio::load_key(&config.key, prompt::passphrase)?.into_member()?;
+        let me = keyio::load_key(&config.key, prompt::passphrase)
+            .map_err(anyhow::Error::from)
+            .and_then(|k| Ok(k.into_member()?))
+            .with_context(|| {
+                format!(
+                    "cannot load the member key {} (the `key` of config {})",
+                    config.key.display(),
+                    config.path.display()
+                )
+            })?;
         let history = History::open(&config.data_dir)?;
         Ok(Session {
             config,
@@ -119,14 +128,42 @@ impl Session {
         if self.history.roster().as_deref() != Some(signed.as_slice()) {
             self.history.save_roster(&signed)?;
         }
-        if roster.member(self.config.name.as_str()).is_none() {
+        self.check_membership(&roster)?;
+        Ok(roster)
+    }
+
+    /// Checks that the roster lists our name with our key, and says which is wrong.
+    fn check_membership(&self, roster: &Roster) -> Result<()> {
+        let name = self.config.name.as_str();
+        let ours = self.me.signing_key().verifying_key();
+        if roster
+            .member(name)
+            .is_some_and(|m| *m.key.verifying_key() == ours)
+        {
+            return Ok(());
+        }
+        if let Some(holder) = roster.member_by_key(&ours) {
             bail!(
-                "you ({}) are not in roster version {}: ask an administrator to add you",
-                self.config.name,
-                roster.version
+                "the key in {} belongs to roster member {}, not {name} (name in {}): fix \
+                 `name` or `key` in the config",
+                self.config.key.display(),
+                holder.name,
+                self.config.path.display()
             );
         }
-        Ok(roster)
+        if roster.member(name).is_some() {
+            bail!(
+                "our key is not in roster version {}: roster member {name} has another key \
+                 (was the key in {} replaced?); ask an administrator",
+                roster.version,
+                self.config.key.display()
+            );
+        }
+        bail!(
+            "our key is not in roster version {}, and neither is {name}: ask an \
+             administrator to add you",
+            roster.version
+        )
     }
 
     fn verify(&self, signed: &[u8]) -> Result<Roster, RosterError> {
@@ -192,7 +229,8 @@ fn all_failed(failures: Vec<NetError>) -> anyhow::Error {
 ///
 /// # Errors
 ///
-/// When standard input cannot be read or the text is over `max` bytes.
+/// When standard input cannot be read, the text is empty or only whitespace, or it is
+/// over `max` bytes. One trailing newline of text read from standard input is dropped.
 pub fn message_text(arg: &str, max: usize) -> Result<String> {
     let text = if arg == "-" {
         let mut buf = String::new();
@@ -203,10 +241,32 @@ pub fn message_text(arg: &str, max: usize) -> Result<String> {
     } else {
         arg.to_string()
     };
+    let text = match (arg, text.strip_suffix('\n')) {
+        // A shell's `echo` or a heredoc ends the text with one newline nobody typed.
+        ("-", Some(stripped)) => stripped.strip_suffix('\r').unwrap_or(stripped).to_string(),
+        _ => text,
+    };
+    if text.trim().is_empty() {
+        bail!("empty message: nothing to send");
+    }
     if text.len() > max {
         bail!(
             "the message is too large: over {max} bytes (the limit is `max_message` in the config)"
         );
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_blank_messages_are_refused() {
+        for text in ["", "   ", "\n\t "] {
+            let err = message_text(text, 100).expect_err("refused");
+            assert!(err.to_string().contains("empty message"), "{err}");
+        }
+        assert_eq!(message_text("hi\n", 100).expect("sent"), "hi\n");
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! Made with the same code as the offline commands, so what `--dev` builds is what an
 //! administrator would build by hand. Keys are kept across runs; the roster is signed again
-//! only when the relay address changed or the roster is missing or near its expiry.
+//! only when the relay address changed or the roster is missing or near its expiry, and
+//! its editable source `roster.toml` is written beside it. A client config is written when
+//! it is missing or names another relay address, so edits to it survive a restart.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -19,6 +21,9 @@ use crate::{keyio, rosterfile};
 
 /// The members of the dev domain.
 pub const MEMBERS: [&str; 2] = ["alice", "bob"];
+
+/// The roster's editable source, beside the signed roster.
+pub const SOURCE: &str = "roster.toml";
 
 const VALID_FOR: Duration = Duration::from_secs(90 * 86_400);
 const RENEW_BEFORE: Duration = Duration::from_secs(14 * 86_400);
@@ -56,19 +61,27 @@ pub fn ensure(dir: &Path, relay_addr: SocketAddr) -> Result<DevDomain> {
     let root_public = root_signing.public();
     let relay_public = SigningPublic::parse(KeyKind::Relay, &relay_key.public_string())?;
     let roster_path = dir.join("roster.signed");
+    let source_path = dir.join(SOURCE);
     let roster = match current(&roster_path, &root_public, relay_addr) {
-        Some(r) => r,
+        Some(r) => {
+            if !source_path.exists() {
+                rosterfile::save_source(&source_path, &r)?;
+            }
+            r
+        }
         None => {
             let prev = roster_version(&roster_path, &root_public);
             let wanted = build(prev, relay_addr, &relay_public, &members)?;
             let (signed, next) = rosterfile::sign(&wanted, &root_signing, VALID_FOR)?;
             rosterfile::write_public(&roster_path, &signed)?;
+            rosterfile::save_source(&source_path, &next)?;
             next
         }
     };
     for name in MEMBERS {
+        let path = dir.join(format!("{name}.toml"));
         let config = client_config(name, &root_public, relay_addr, &relay_public);
-        rosterfile::write_public(&dir.join(format!("{name}.toml")), config.as_bytes())?;
+        write_client_config(&path, &config, relay_addr)?;
     }
     Ok(DevDomain {
         dir: dir.to_path_buf(),
@@ -87,6 +100,32 @@ fn key(dir: &Path, file: &str, kind: KeyKind) -> Result<SecretKey> {
     let key = SecretKey::generate(kind);
     keyio::save_key(&path, &key, None, false)?;
     Ok(key)
+}
+
+/// Writes a member's client config when it is missing or names another relay address. A
+/// config that points at `addr`, or that cannot be parsed, is the person's to edit and is
+/// left alone.
+fn write_client_config(path: &Path, config: &str, addr: SocketAddr) -> Result<()> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return rosterfile::write_public(path, config.as_bytes());
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let relays = table.get("relays").and_then(toml::Value::as_array);
+    let addr_text = addr.to_string();
+    let points_here = relays
+        .into_iter()
+        .flatten()
+        .any(|relay| relay.get("address").and_then(toml::Value::as_str) == Some(&addr_text));
+    if !points_here {
+        rosterfile::write_public(path, config.as_bytes())?;
+        eprintln!(
+            "breakglass-relay: the relay address is now {addr}: rewrote {}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The roster on disk if it is valid, lists this relay address and is not near expiry.

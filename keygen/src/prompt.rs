@@ -59,15 +59,72 @@ fn ask(question: &str) -> io::Result<Zeroizing<String>> {
 
 /// Reads the 24 paper words: from the terminal without echo, or all of standard input.
 ///
+/// At a terminal the words may come over several lines (a person may press Enter after
+/// each row of the backup): it keeps asking until 24 words were typed or an empty line is
+/// given, so no word is ever left to be typed into the shell with echo.
+///
 /// # Errors
 ///
 /// When standard input cannot be read.
 pub fn paper_words() -> io::Result<Zeroizing<String>> {
     if io::stdin().is_terminal() {
-        eprintln!("Type the 24 words, separated by spaces (they are not shown), then Enter.");
-        return rpassword::prompt_password("words: ").map(Zeroizing::new);
+        eprintln!(
+            "Type the 24 words, separated by spaces or over several lines (they are not \
+             shown); an empty line ends early."
+        );
+        return gather_words(|count| {
+            let question = if count == 0 {
+                "words: ".to_string()
+            } else {
+                format!("words {}-: ", count + 1)
+            };
+            rpassword::prompt_password(question).map(Zeroizing::new)
+        });
     }
     read_all_stdin()
+}
+
+/// The words of a paper backup.
+const PAPER_WORDS: usize = 24;
+
+/// The most lines asked for the words, so a confused entry ends.
+const MAX_WORD_LINES: usize = 30;
+
+/// Joins the lines `next_line` gives (it is passed the number of words so far) until
+/// 24 words were entered, an empty line is given or 30 lines
+/// were read.
+///
+/// # Errors
+///
+/// The errors of `next_line`.
+pub fn gather_words(
+    mut next_line: impl FnMut(usize) -> io::Result<Zeroizing<String>>,
+) -> io::Result<Zeroizing<String>> {
+    let mut all = Zeroizing::new(String::new());
+    let mut count = 0;
+    for _ in 0..MAX_WORD_LINES {
+        let line = next_line(count)?;
+        if line.trim().is_empty() {
+            break;
+        }
+        count += count_words(&line);
+        all.push_str(line.trim());
+        all.push('\n');
+        if count >= PAPER_WORDS {
+            break;
+        }
+    }
+    Ok(all)
+}
+
+/// The words in `line`, not counting the `N.` numbers a backup prints before its words.
+fn count_words(line: &str) -> usize {
+    let numbering = |token: &str| {
+        token
+            .strip_suffix('.')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    line.split_whitespace().filter(|t| !numbering(t)).count()
 }
 
 /// Reads SLIP-39 shares, one per line: at a terminal without echo until an empty line,
@@ -105,4 +162,68 @@ pub fn read_all_stdin() -> io::Result<Zeroizing<String>> {
         .take(MAX_INPUT)
         .read_to_string(&mut text)?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `lines` to [`gather_words`] and returns what it joined and how many lines it
+    /// asked for.
+    fn gather(lines: &[&str]) -> (String, usize) {
+        let mut asked = 0;
+        let words = gather_words(|_| {
+            let line = lines.get(asked).copied().unwrap_or("");
+            asked += 1;
+            Ok(Zeroizing::new(line.to_string()))
+        })
+        .expect("no i/o here");
+        (words.to_string(), asked)
+    }
+
+    fn words(n: usize) -> String {
+        vec!["abandon"; n].join(" ")
+    }
+
+    #[test]
+    fn all_24_words_on_one_line_are_one_entry() {
+        let (text, asked) = gather(&[&words(24), "never asked"]);
+        assert_eq!(asked, 1);
+        assert_eq!(text.split_whitespace().count(), 24);
+    }
+
+    #[test]
+    fn words_over_two_lines_are_asked_for_until_24() {
+        let (text, asked) = gather(&[&words(12), &words(12), "never asked"]);
+        assert_eq!(asked, 2);
+        assert_eq!(text.split_whitespace().count(), 24);
+    }
+
+    #[test]
+    fn numbering_is_not_counted_as_words() {
+        let first: Vec<String> = (1..=12).map(|n| format!("{n}. abandon")).collect();
+        let second: Vec<String> = (13..=24).map(|n| format!("{n}. abandon")).collect();
+        let (text, asked) = gather(&[&first.join(" "), &second.join("  "), "never asked"]);
+        assert_eq!(asked, 2);
+        assert!(text.contains("24. abandon"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_line_ends_early() {
+        let (text, asked) = gather(&[&words(12), "   ", "never asked"]);
+        assert_eq!(asked, 2);
+        assert_eq!(text.split_whitespace().count(), 12);
+    }
+
+    #[test]
+    fn a_word_per_line_is_read_to_the_end_and_a_runaway_entry_is_bounded() {
+        let one_each: Vec<&str> = vec!["abandon"; 40];
+        let (text, asked) = gather(&one_each);
+        assert_eq!(asked, 24);
+        assert_eq!(text.split_whitespace().count(), 24);
+
+        let numbers_only: Vec<&str> = vec!["1."; 40];
+        let (_, asked) = gather(&numbers_only);
+        assert_eq!(asked, MAX_WORD_LINES);
+    }
 }

@@ -238,6 +238,8 @@ pub fn decode(text: &str, passphrase: Option<&[u8]>) -> Result<SecretKey, KeyFil
     if text.len() > MAX_KEY_FILE {
         return Err(KeyFileError::TooLarge(text.len()));
     }
+    // Some editors start a UTF-8 file with a byte order mark; it is not part of the key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let fields = fields(text)?;
     let field = |name: &'static str| fields.get(name).ok_or(KeyFileError::Missing(name));
     let version = field("breakglass-key")?;
@@ -401,6 +403,14 @@ mod tests {
         let back = decode(&text, None).expect("decodes");
         assert_eq!(back.public_string(), key.public_string());
         assert_eq!(back.seed(), key.seed());
+    }
+
+    #[test]
+    fn a_key_file_starting_with_a_byte_order_mark_decodes() {
+        let key = SecretKey::generate(KeyKind::Member);
+        let text = format!("\u{feff}{}", encode(&key, None));
+        let back = decode(&text, None).expect("decodes");
+        assert_eq!(back.public_string(), key.public_string());
     }
 
     #[test]

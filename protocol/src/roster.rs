@@ -47,6 +47,13 @@ pub enum RosterError {
     /// The text does not start like a signed roster.
     #[error("not a signed breakglass roster (first line must be `{MAGIC}`)")]
     NotARoster,
+    /// The roster's lines end in CRLF: an editor or a transfer tool converted it, and the
+    /// signature covers the exact bytes as signed.
+    #[error(
+        "the roster has CRLF line endings: the file was converted by an editor or a \
+         transfer tool; copy it in binary mode"
+    )]
+    CrlfLineEndings,
     /// The signature line is missing or not base64 of 64 bytes.
     #[error("the roster's signature line is missing or malformed")]
     SignatureLine,
@@ -62,8 +69,8 @@ pub enum RosterError {
     /// The roster's expiry has passed.
     #[error("roster expired at {0}; sign a new one with the root key")]
     Expired(String),
-    /// The roster is older than one already seen.
-    #[error("roster version {found} is older than version {minimum} already in force (rollback refused)")]
+    /// The roster's version is below the lowest one acceptable.
+    #[error("roster version {found} is below the minimum version {minimum} (rollback refused)")]
     Rollback {
         /// The version of the roster offered.
         found: u64,
@@ -89,9 +96,18 @@ pub enum RosterError {
         /// The channel it lists.
         channel: String,
     },
-    /// A relay address is empty, too long or contains spaces or control characters.
-    #[error("relay {0:?} has an invalid address")]
-    BadAddress(String),
+    /// A relay address is not `IP:port` or `host:port` with a port from 1 to 65535, or
+    /// names an unspecified IP (`0.0.0.0`, `::`) no client can reach.
+    #[error(
+        "relay {relay:?}: invalid address {address:?}: expected IP:port or host:port, \
+         e.g. 203.0.113.7:7443"
+    )]
+    BadAddress {
+        /// The relay's name.
+        relay: String,
+        /// The address as written.
+        address: String,
+    },
     /// The roster's dates or version make no sense.
     #[error("{0}")]
     Invalid(String),
@@ -401,8 +417,11 @@ fn split_signed(signed: &[u8]) -> Result<(Signature, &[u8]), RosterError> {
     if signed.len() > MAX_ROSTER {
         return Err(RosterError::TooLarge(signed.len()));
     }
-    let rest = signed
-        .strip_prefix(MAGIC.as_bytes())
+    let after_magic = signed.strip_prefix(MAGIC.as_bytes());
+    if after_magic.is_some_and(|r| r.starts_with(b"\r\n")) {
+        return Err(RosterError::CrlfLineEndings);
+    }
+    let rest = after_magic
         .and_then(|r| r.strip_prefix(b"\n"))
         .ok_or(RosterError::NotARoster)?;
     let end = rest
@@ -473,15 +492,46 @@ pub fn digest(signed: &[u8]) -> String {
 }
 
 fn check_address(relay: &Relay) -> Result<(), RosterError> {
-    let a = &relay.address;
-    let bad = a.is_empty()
-        || a.len() > MAX_ADDRESS
-        || a.chars().any(|c| c.is_whitespace() || c.is_control())
-        || !a.contains(':');
-    if bad {
-        return Err(RosterError::BadAddress(relay.name.to_string()));
+    if valid_address(&relay.address) {
+        return Ok(());
     }
-    Ok(())
+    Err(RosterError::BadAddress {
+        relay: relay.name.to_string(),
+        address: relay.address.clone(),
+    })
+}
+
+/// Whether `a` is `IP:port` (IPv6 in brackets) or `host:port`, with a port from 1 to
+/// 65535 and an IP a client can reach (not `0.0.0.0` or `::`).
+fn valid_address(a: &str) -> bool {
+    if a.is_empty() || a.len() > MAX_ADDRESS {
+        return false;
+    }
+    if let Ok(addr) = a.parse::<std::net::SocketAddr>() {
+        return addr.port() != 0 && !addr.ip().is_unspecified();
+    }
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0) && !port.starts_with('+');
+    port_ok && valid_host(host)
+}
+
+/// A DNS name: dot-separated labels of letters, digits and `-`, not starting or ending
+/// with `-`. An IP literal that did not parse with its port above is refused here too.
+fn valid_host(host: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let is_ip_like = host.parse::<std::net::IpAddr>().is_ok()
+        || host.chars().all(|c| c.is_ascii_digit() || c == '.');
+    !host.is_empty() && !is_ip_like && host.split('.').all(label_ok)
 }
 
 /// Serde through `Display` and `FromStr`.

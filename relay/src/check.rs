@@ -40,13 +40,6 @@ pub const DISK_CRIT_BYTES: u64 = 100 << 20;
 /// holds no store yet, and opening it would create one, which a check must not do.
 const STORE_MARKER: &str = "breakglass-store";
 
-/// What sled says when another process holds the store's lock (sled 0.34 `try_lock`).
-const LOCK_HELD: [&str; 3] = [
-    "could not acquire lock",
-    "WouldBlock",
-    "Resource temporarily unavailable",
-];
-
 /// One thing checked and what was found.
 #[derive(Debug, Serialize)]
 pub struct Finding {
@@ -131,7 +124,8 @@ impl Report {
 
     /// `BREAKGLASS-RELAY STATUS - what was found | perfdata`.
     pub fn line(&self) -> String {
-        let mut line = format!("BREAKGLASS-RELAY {} - {}", self.status(), self.summary());
+        let summary = one_line(&self.summary());
+        let mut line = format!("BREAKGLASS-RELAY {} - {summary}", self.status());
         if !self.perf.is_empty() {
             let perf: Vec<String> = self.perf.iter().map(Perf::to_string).collect();
             line = format!("{line} | {}", perf.join(" "));
@@ -177,6 +171,23 @@ impl Report {
     }
 }
 
+/// `text` on one line: a multi-line error (a TOML parse error quotes the offending line
+/// and marks the column) keeps its sentences, joined with `: `, and loses the quote.
+fn one_line(text: &str) -> String {
+    let is_quote = |line: &str| {
+        let rest = line
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .trim_start();
+        rest.starts_with('|') || rest.chars().all(|c| c == '^' || c.is_whitespace())
+    };
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !is_quote(line))
+        .collect();
+    parts.join(": ")
+}
+
 impl fmt::Display for Perf {
     /// Nagios perfdata: `label=value[unit];warn;crit;min;max`, where `N:` alerts below N.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -212,25 +223,53 @@ pub fn run(config_path: &Path) -> Report {
         Status::Ok,
         format!("{} parses", config_path.display()),
     );
-    check_relay_key(&config, &mut report);
+    let relay = check_relay_key(&config, &mut report);
     let root = check_root_key(&config, config_path, &mut report);
     let stored = check_store(&config, &mut report);
     if let Some(root) = root {
-        check_roster(&config, &root, stored, &mut report);
+        if let Some(in_force) = check_roster(&config, &root, stored, &mut report) {
+            check_relay_listed(relay.as_ref(), &in_force, &mut report);
+        }
     }
     check_disk(&config.data_dir, &mut report);
     report
 }
 
-fn check_relay_key(config: &RelayConfig, report: &mut Report) {
-    match keyio::load_unattended(&config.key, KeyKind::Relay) {
-        Ok(_) => report.add(
-            "relay_key",
-            Status::Ok,
-            format!("{} readable", config.key.display()),
-        ),
-        Err(e) => report.add("relay_key", Status::Critical, format!("relay key {e}")),
+/// Reads the relay's key; returns its public half when readable.
+fn check_relay_key(config: &RelayConfig, report: &mut Report) -> Option<SigningPublic> {
+    let public = keyio::load_unattended(&config.key, KeyKind::Relay)
+        .map_err(|e| e.to_string())
+        .and_then(|key| {
+            SigningPublic::parse(KeyKind::Relay, &key.public_string()).map_err(|e| e.to_string())
+        });
+    match public {
+        Ok(public) => {
+            let message = format!("{} readable", config.key.display());
+            report.add("relay_key", Status::Ok, message);
+            Some(public)
+        }
+        Err(e) => {
+            report.add("relay_key", Status::Critical, format!("relay key {e}"));
+            None
+        }
     }
+}
+
+/// Clients pin the relay keys the roster lists: a relay whose key is not among them is
+/// refused by every client that learns its address from the roster.
+fn check_relay_listed(relay: Option<&SigningPublic>, in_force: &Roster, report: &mut Report) {
+    let Some(relay) = relay else {
+        return;
+    };
+    if in_force.relays.is_empty() || in_force.relays.iter().any(|r| r.key == *relay) {
+        return;
+    }
+    let message = format!(
+        "the relay key {} is not the key of any relay in roster version {}",
+        relay.fingerprint(),
+        in_force.version
+    );
+    report.add("relay_key", Status::Warning, message);
 }
 
 fn check_root_key(config: &RelayConfig, path: &Path, report: &mut Report) -> Option<SigningPublic> {
@@ -271,7 +310,7 @@ fn check_store(config: &RelayConfig, report: &mut Report) -> Stored {
     }
     let store = match Store::open(dir, config.message_ttl) {
         Ok(store) => store,
-        Err(StoreError::Open { reason, .. }) if LOCK_HELD.iter().any(|s| reason.contains(s)) => {
+        Err(StoreError::Locked(_)) => {
             report.add("store", Status::Ok, "store in use by a running relay");
             return Stored::Unread;
         }
@@ -295,7 +334,13 @@ fn check_store(config: &RelayConfig, report: &mut Report) -> Stored {
     }
 }
 
-fn check_roster(config: &RelayConfig, root: &SigningPublic, stored: Stored, report: &mut Report) {
+/// Judges the roster the relay would put in force, and returns it.
+fn check_roster(
+    config: &RelayConfig,
+    root: &SigningPublic,
+    stored: Stored,
+    report: &mut Report,
+) -> Option<Roster> {
     let any_time = Policy {
         now: Timestamp(0),
         min_version: 0,
@@ -329,10 +374,11 @@ fn check_roster(config: &RelayConfig, root: &SigningPublic, stored: Stored, repo
         (Err(why), None) => {
             let message = format!("no valid roster, the relay cannot start: {why}");
             report.add("roster", Status::Critical, message);
-            return;
+            return None;
         }
     };
     judge_expiry(&in_force, matches!(stored, Stored::Unread), report);
+    Some(in_force)
 }
 
 fn newer(a: Roster, b: Roster) -> Roster {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use breakglass_keygen::{devdomain, keyio};
 use breakglass_protocol::{KeyKind, SigningPublic};
 use clap::{Parser, Subcommand};
@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{RelayConfig, DEFAULT_MAX_MESSAGE, DEFAULT_TTL};
 use crate::server::{read_roster_file, Relay, Settings};
+use crate::store::Store;
 use crate::{check, metrics};
 
 /// The default address of the dev relay.
@@ -122,20 +123,27 @@ fn init_logging(default: &str) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let (settings, metrics_addr) = match (cli.dev, cli.command) {
-        (_, Some(Command::Serve { config })) => serve_settings(&config)?,
-        (Some(dir), None) => (dev_settings(&dir, cli.listen)?, None),
+    match (cli.dev, cli.command) {
+        (_, Some(Command::Serve { config })) => {
+            let (settings, metrics_addr) = serve_settings(&config)?;
+            let relay = Relay::start(settings)?;
+            if let Some(addr) = metrics_addr {
+                metrics::start(addr, relay.shared()).await;
+            }
+            serve_until_signal(relay).await
+        }
+        (Some(dir), None) => {
+            let (settings, store) = dev_settings(&dir, cli.listen)?;
+            let relay = Relay::start_with_store(settings, store)?;
+            print_dev_banner(&dir, cli.listen);
+            serve_until_signal(relay).await
+        }
         // `check` was answered in `main`, before any runtime started.
         (_, Some(Command::Check { .. })) | (None, None) => anyhow::bail!(
             "nothing to do: run `breakglass-relay --dev` to try it out, \
              or `breakglass-relay serve --config relay.toml`"
         ),
-    };
-    let relay = Relay::start(settings)?;
-    if let Some(addr) = metrics_addr {
-        metrics::start(addr, relay.shared()).await;
     }
-    serve_until_signal(relay).await
 }
 
 async fn serve_until_signal(relay: Relay) -> Result<()> {
@@ -180,19 +188,33 @@ fn serve_settings(path: &Path) -> Result<(Settings, Option<SocketAddr>)> {
     Ok((settings, config.metrics))
 }
 
-fn dev_settings(dir: &Path, listen: SocketAddr) -> Result<Settings> {
+/// The dev relay's settings and its store. The store is opened first and kept open, so a
+/// second `--dev` on the same folder fails on its lock before it rewrites any file.
+fn dev_settings(dir: &Path, listen: SocketAddr) -> Result<(Settings, Store)> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    if listen.port() == 0 {
+        bail!(
+            "--dev needs a fixed port: the client configs name the relay's address, \
+             so port 0 cannot be used (try --listen {DEV_LISTEN})"
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let data_dir = dir.join("relay-data");
+    let store = Store::open(&data_dir, DEFAULT_TTL)?;
     let domain = devdomain::ensure(dir, listen)
         .with_context(|| format!("cannot set up the dev trust domain in {}", dir.display()))?;
-    print_dev_banner(dir, listen);
-    Ok(Settings {
+    let settings = Settings {
         listen,
         relay_key: domain.relay_key.into_signing(KeyKind::Relay)?,
         root: domain.root,
         roster: read_roster_file(&domain.roster_path)?,
-        data_dir: dir.join("relay-data"),
+        data_dir,
         ttl: DEFAULT_TTL,
         max_message: DEFAULT_MAX_MESSAGE,
-    })
+    };
+    Ok((settings, store))
 }
 
 /// Tells the person at the terminal exactly what to type next.

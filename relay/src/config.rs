@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use breakglass_protocol::envelope::MAX_ENVELOPE;
 use serde::Deserialize;
 
 pub use crate::store::DEFAULT_TTL;
@@ -67,6 +68,7 @@ impl RelayConfig {
             .with_context(|| format!("cannot read relay config {}", path.display()))?;
         let mut config: RelayConfig = toml::from_str(&text)
             .with_context(|| format!("{}: invalid relay config", path.display()))?;
+        config.check_limits(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut config.key, &mut config.roster, &mut config.data_dir] {
             if p.is_relative() {
@@ -74,6 +76,19 @@ impl RelayConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Refuses limits no relay can work with.
+    fn check_limits(&self, path: &Path) -> Result<()> {
+        if !(1..=MAX_ENVELOPE).contains(&self.max_message) {
+            bail!(
+                "{}: invalid relay config: `max_message` = {} is out of range: \
+                 expected 1 to {MAX_ENVELOPE} bytes",
+                path.display(),
+                self.max_message
+            );
+        }
+        Ok(())
     }
 }
 
@@ -85,6 +100,10 @@ mod humantime_serde_compat {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}): expected a duration like 21d or 12h"
+            ))
+        })
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use breakglass_protocol::envelope::{self, Destination};
 use breakglass_protocol::keystring::fingerprint_of;
-use breakglass_protocol::roster::{self, Member, Policy, Role, Timestamp};
+use breakglass_protocol::roster::{self, Member, Policy, Role, RosterError, Timestamp};
 use breakglass_protocol::wire::{self, Delivery, ErrorCode, Request, Response, MAX_FRAME};
 use breakglass_protocol::KeyKind;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -391,6 +391,14 @@ async fn push_roster(shared: &Shared, me: &Member, signed: &[u8]) -> Response {
     };
     let next = match roster::verify(signed, &shared.root, policy) {
         Ok(r) => r,
+        Err(RosterError::Rollback { found, .. }) => {
+            let message = format!(
+                "roster version {found} is not newer than version {} in force \
+                 (rollback refused)",
+                current.roster.version
+            );
+            return error(ErrorCode::BadRoster, message);
+        }
         Err(e) => return error(ErrorCode::BadRoster, e.to_string()),
     };
     let version = next.version;

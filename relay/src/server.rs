@@ -112,6 +112,17 @@ impl Relay {
     /// cannot be bound; the message says which and how to fix it.
     pub fn start(settings: Settings) -> Result<Relay> {
         let store = Store::open(&settings.data_dir, settings.ttl)?;
+        Relay::start_with_store(settings, store)
+    }
+
+    /// As [`Relay::start`], with the store already open: the caller took the store's lock
+    /// before preparing anything else, so a second relay on the same store fails before it
+    /// writes a file. `settings.data_dir` and `settings.ttl` are not used again.
+    ///
+    /// # Errors
+    ///
+    /// When no valid roster is available or the address cannot be bound.
+    pub fn start_with_store(settings: Settings, store: Store) -> Result<Relay> {
         let in_force = choose_roster(&settings.root, &settings.roster, &store)?;
         let endpoint =
             transport::server_endpoint(settings.listen, settings.relay_key.signing_key())

@@ -74,9 +74,13 @@ const DAMAGED_HINT: &str = "if the store is damaged, move the directory aside an
     with an empty store; undelivered messages in it are lost, members keep their local \
     history";
 
-/// What to do when another process holds the store's lock.
-const LOCKED_HINT: &str = "another process, probably a running breakglass-relay, is using \
-    this store; stop it first";
+/// What sled 0.34 says when another process holds the store's lock (`try_lock` fails with
+/// `WouldBlock`, shown as its `Debug` form inside "could not acquire lock").
+const LOCK_HELD: [&str; 3] = [
+    "could not acquire lock",
+    "WouldBlock",
+    "Resource temporarily unavailable",
+];
 
 /// The relay's durable message queues and roster. Cheap to clone: every clone is a
 /// handle on the same store, and the store closes when the last one is dropped.
@@ -134,6 +138,13 @@ pub enum StoreError {
     /// The store path exists and is not a directory.
     #[error("store path {} is not a directory", .0.display())]
     NotADirectory(PathBuf),
+    /// Another process holds the store's lock.
+    #[error(
+        "store {} is in use by another process, probably a running breakglass-relay; \
+         stop it first",
+        .0.display()
+    )]
+    Locked(PathBuf),
     /// sled could not open the store directory.
     #[error("cannot open store {}: {reason}; {hint}", dir.display())]
     Open {
@@ -166,8 +177,9 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError::NotADirectory`] when `dir` is a file; [`StoreError::Open`] when the
-    /// directory cannot be created, when another process holds it, or when sled cannot
+    /// [`StoreError::NotADirectory`] when `dir` is a file; [`StoreError::Locked`] when
+    /// another process holds it; [`StoreError::Open`] when the
+    /// directory cannot be created, or when sled cannot
     /// read it or has lost its data (a marker file written at creation tells a damaged
     /// store from a new one), naming the directory, the reason and what to do.
     pub fn open(dir: &Path, ttl: Duration) -> Result<Store, StoreError> {
@@ -537,15 +549,13 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
         Err(panic) => sled::Error::ReportableBug(panic_message(panic.as_ref())),
     };
     let reason = error.to_string();
-    let hint = if reason.contains("could not acquire lock") {
-        LOCKED_HINT
-    } else {
-        DAMAGED_HINT
-    };
+    if LOCK_HELD.iter().any(|s| reason.contains(s)) {
+        return Err(StoreError::Locked(dir.to_owned()));
+    }
     Err(StoreError::Open {
         dir: dir.to_owned(),
         reason,
-        hint,
+        hint: DAMAGED_HINT,
     })
 }
 

@@ -47,6 +47,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Clients ping this often so a quiet connection outlives [`IDLE_TIMEOUT`] and NAT bindings.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// The HKDF label of the stateless-reset key; no other key is derived with it.
+const RESET_KEY_LABEL: &[u8] = b"breakglass/v1 quic stateless reset";
+
+/// The HKDF label of the connection-id generator's key.
+const CID_KEY_LABEL: &[u8] = b"breakglass/v1 quic connection id";
+
 /// Bidirectional streams a peer may have open at once.
 const MAX_BIDI_STREAMS: u32 = 64;
 
@@ -270,7 +276,61 @@ pub fn server_endpoint(
     addr: SocketAddr,
     relay_key: &SigningKey,
 ) -> Result<quinn::Endpoint, TransportError> {
-    Ok(quinn::Endpoint::server(server_config(relay_key)?, addr)?)
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime found"))?;
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key(relay_key)));
+    let cid_key = cid_key(relay_key);
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let server_config = server_config(relay_key)?;
+    Ok(quinn::Endpoint::new(
+        endpoint_config,
+        Some(server_config),
+        socket,
+        runtime,
+    )?)
+}
+
+/// The key the relay's stateless-reset tokens are made with, derived from the relay's key.
+///
+/// quinn's default is a random key per start, so a relay restarted after a crash could not
+/// answer the packets of its old connections with a reset its clients accept, and they
+/// would notice only at the idle timeout. With the key derived from the relay's own key,
+/// the restarted relay makes the same tokens and clients learn of the restart at once.
+fn reset_key(relay_key: &SigningKey) -> ring::hmac::Key {
+    let prk = hkdf_prk(relay_key);
+    let okm = prk
+        .expand(&[RESET_KEY_LABEL], ring::hmac::HMAC_SHA256)
+        .expect("an HMAC-SHA256 key is within HKDF-SHA256's output limit");
+    ring::hmac::Key::from(okm)
+}
+
+/// The key of the connection-id generator, derived from the relay's key for the same
+/// reason: quinn drops a packet whose connection id its generator does not recognise
+/// before it considers a reset, and its default generator takes a random key per start.
+fn cid_key(relay_key: &SigningKey) -> u64 {
+    let prk = hkdf_prk(relay_key);
+    let mut bytes = [0u8; 8];
+    prk.expand(&[CID_KEY_LABEL], CidKeyLen)
+        .and_then(|okm| okm.fill(&mut bytes))
+        .expect("eight bytes are within HKDF-SHA256's output limit");
+    u64::from_le_bytes(bytes)
+}
+
+/// The length of [`cid_key`]'s output, as *ring*'s HKDF asks for it.
+struct CidKeyLen;
+
+impl ring::hkdf::KeyType for CidKeyLen {
+    fn len(&self) -> usize {
+        8
+    }
+}
+
+/// HKDF-SHA256 extracted from the relay's secret key, for the labels above.
+fn hkdf_prk(relay_key: &SigningKey) -> ring::hkdf::Prk {
+    ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(relay_key.as_bytes())
 }
 
 /// Opens a client QUIC endpoint bound to `bind` (port 0 for any).

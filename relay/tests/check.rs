@@ -237,3 +237,63 @@ fn a_damaged_store_is_critical_with_the_stores_recovery_hint() {
         run.stdout
     );
 }
+
+#[test]
+fn a_relay_key_the_roster_does_not_list_is_a_warning() {
+    let f = fixture();
+    let other =
+        breakglass_protocol::keyfile::SecretKey::generate(breakglass_protocol::KeyKind::Relay);
+    breakglass_keygen::keyio::save_key(&f.path("relay.key"), &other, None, true).expect("save");
+    let run = check(&f.config, &[]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let fingerprint = other.public_string();
+    let said = "is not the key of any relay in roster version 1";
+    assert!(run.stdout.contains(said), "{}", run.stdout);
+    assert!(
+        !run.stdout.contains(&fingerprint),
+        "the whole key: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_max_message_of_zero_or_beyond_any_envelope_is_a_config_error() {
+    let too_large = breakglass_protocol::envelope::MAX_ENVELOPE + 1;
+    for value in [0, too_large] {
+        let f = Fixture::new(free_udp(), &format!("max_message = {value}"));
+        let run = check(&f.config, &[]);
+        assert_eq!(run.code, 3, "{}", run.stdout);
+        assert!(run.stdout.contains("`max_message`"), "{}", run.stdout);
+    }
+}
+
+#[test]
+fn a_ttl_that_is_not_a_duration_says_what_is_expected() {
+    let f = Fixture::new(free_udp(), "message_ttl = \"forever\"");
+    let run = check(&f.config, &[]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("expected a duration like 21d or 12h"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_broken_config_is_one_summary_line_and_the_full_text_in_json() {
+    let f = fixture();
+    std::fs::write(&f.config, "listen = [not toml\n").expect("write");
+    let run = check(&f.config, &[]);
+    assert_eq!(run.stdout.trim_end().lines().count(), 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("invalid relay config"),
+        "{}",
+        run.stdout
+    );
+
+    let json = check(&f.config, &["--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let message = value["checks"][0]["message"].as_str().expect("a message");
+    assert!(message.contains('\n'), "{message}");
+    assert!(message.contains("listen = [not toml"), "{message}");
+}

@@ -14,7 +14,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -668,6 +668,7 @@ pub struct Background {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    stdin: Option<ChildStdin>,
 }
 
 impl Background {
@@ -677,11 +678,26 @@ impl Background {
     ///
     /// When the client cannot be started.
     pub fn spawn(domain: &Domain, member: &str, args: &[&str]) -> Result<Background> {
+        Self::start(domain, member, args, Stdio::null())
+    }
+
+    /// As [`Background::spawn`], with standard input a pipe that
+    /// [`Background::write_line`] writes to (`chat`).
+    ///
+    /// # Errors
+    ///
+    /// When the client cannot be started.
+    pub fn spawn_interactive(domain: &Domain, member: &str, args: &[&str]) -> Result<Background> {
+        Self::start(domain, member, args, Stdio::piped())
+    }
+
+    fn start(domain: &Domain, member: &str, args: &[&str], stdin: Stdio) -> Result<Background> {
         let mut cmd = client_command(&domain.client_config(member)?, args)?;
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .spawn()
             .context("cannot start breakglass")?;
+        let stdin = child.stdin.take();
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().context("stdout is piped")?;
         thread::spawn(move || {
@@ -698,7 +714,41 @@ impl Background {
             child,
             lines,
             stderr,
+            stdin,
         })
+    }
+
+    /// Writes `line` and a newline to the process's standard input.
+    ///
+    /// # Errors
+    ///
+    /// When standard input is not a pipe, or the process closed it.
+    pub fn write_line(&mut self, line: &str) -> Result<()> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .context("standard input is not a pipe")?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Closes the process's standard input (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Waits at most `timeout` until standard error so far satisfies `done`; returns
+    /// whether it did.
+    pub fn wait_stderr(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.stderr()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(POLL);
+        }
+        true
     }
 
     /// The next line of standard output, waiting at most `timeout`.

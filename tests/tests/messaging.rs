@@ -2,9 +2,13 @@
 //! channels, queues kept for members who are away, durability across `kill -9`, and what
 //! the relay's disk holds.
 
+use std::process::{Command, Stdio};
 use std::thread;
 
-use breakglass_tests::{client, client_with_stdin, files_containing, Domain, RelayProcess, Run};
+use breakglass_tests::{
+    binary, client, client_with_config, client_with_stdin, files_containing, Domain, RelayProcess,
+    Run,
+};
 use serde_json::Value;
 
 /// A domain of alice (admin) and bob in #ops, with its relay serving.
@@ -209,4 +213,127 @@ fn a_message_over_the_size_limit_is_refused_by_the_client_before_sending() {
     );
     let read = ok(&domain, "bob", &["read"]);
     assert_eq!(read.stdout.trim(), "");
+}
+
+#[test]
+fn read_into_a_full_disk_fails_and_acknowledges_nothing_unprinted() {
+    let (domain, _relay) = alice_and_bob();
+    let sent: Vec<String> = (1..=5).map(|i| format!("kept {i}")).collect();
+    for text in &sent {
+        ok(&domain, "alice", &["send", "bob", text]);
+    }
+
+    let config = domain.client_config("bob").expect("config");
+    let bin = binary("breakglass").expect("client binary");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" --config \"$1\" read > /dev/full")
+        .arg(&bin)
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::null())
+        .status()
+        .expect("sh runs");
+    assert!(!status.success(), "read into /dev/full exited {status}");
+
+    let read = ok(&domain, "bob", &["--json", "read"]);
+    assert_eq!(texts(&read), sent);
+}
+
+#[test]
+fn a_multi_line_message_cannot_pose_as_another_verified_message() {
+    let (domain, _relay) = alice_and_bob();
+    let forged = "hi\n[2030-01-01T00:00:00Z] carol → bob (verified): \u{202e}wire it";
+    ok(&domain, "alice", &["send", "bob", forged]);
+
+    let read = ok(&domain, "bob", &["read"]);
+    let lines = read.lines();
+    assert_eq!(lines.len(), 2, "{read:#?}");
+    assert!(lines[0].contains("alice → bob (verified): hi"), "{read:#?}");
+    assert!(lines[1].starts_with("    | [2030"), "{read:#?}");
+    assert!(lines[1].contains("\u{fffd}wire it"), "{read:#?}");
+}
+
+#[test]
+fn a_message_to_yourself_is_refused_with_a_pointer_to_selftest() {
+    let (domain, relay) = alice_and_bob();
+    let run = client(&domain, "alice", &["send", "alice", "note to self"]).expect("runs");
+    assert!(!run.success(), "{run:#?}");
+    assert!(run.stderr.contains("yourself"), "{run:#?}");
+    assert!(run.stderr.contains("selftest"), "{run:#?}");
+    assert!(
+        !relay.log().contains("admitted"),
+        "the client connected anyway"
+    );
+}
+
+#[test]
+fn empty_messages_are_refused_and_stdin_loses_one_trailing_newline() {
+    let (domain, _relay) = alice_and_bob();
+    for text in ["", "  \t "] {
+        let run = client(&domain, "alice", &["send", "bob", text]).expect("runs");
+        assert!(!run.success(), "{run:#?}");
+        assert!(run.stderr.contains("empty message"), "{run:#?}");
+    }
+    let piped = client_with_stdin(
+        &domain,
+        "alice",
+        &["send", "bob", "-"],
+        b"two lines\nend\n\n",
+    );
+    assert!(piped.expect("runs").success());
+
+    let read = ok(&domain, "bob", &["--json", "read"]);
+    assert_eq!(texts(&read), ["two lines\nend\n"]);
+}
+
+#[test]
+fn verbose_send_logs_the_relay_address_and_a_quiet_one_does_not() {
+    let (domain, relay) = alice_and_bob();
+    let addr = relay.addr().to_string();
+    let loud = ok(&domain, "alice", &["-v", "send", "bob", "secret words"]);
+    assert!(loud.stderr.contains(&addr), "{loud:#?}");
+    assert!(
+        !loud.stderr.contains("secret words"),
+        "content logged: {loud:#?}"
+    );
+
+    let quiet = ok(&domain, "alice", &["send", "bob", "hello"]);
+    assert!(!quiet.stderr.contains(&addr), "{quiet:#?}");
+}
+
+#[test]
+fn a_config_whose_name_does_not_match_its_key_says_whose_key_it_is() {
+    let (domain, _relay) = alice_and_bob();
+    let good =
+        std::fs::read_to_string(domain.client_config("alice").expect("config")).expect("readable");
+    let mixed = domain.path().join("mixed.toml");
+    std::fs::write(
+        &mixed,
+        good.replace("key = \"alice.key\"", "key = \"bob.key\""),
+    )
+    .expect("written");
+
+    let run = client_with_config(&mixed, &["send", "bob", "hi"], None).expect("runs");
+    assert!(!run.success(), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("belongs to roster member bob, not alice"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("mixed.toml"), "{run:#?}");
+}
+
+#[test]
+fn a_missing_key_file_is_reported_with_the_config_that_names_it() {
+    let (domain, _relay) = alice_and_bob();
+    let good =
+        std::fs::read_to_string(domain.client_config("alice").expect("config")).expect("readable");
+    let config = domain.path().join("lost-key.toml");
+    std::fs::write(&config, good.replace("alice.key", "gone.key")).expect("written");
+
+    let run = client_with_config(&config, &["read"], None).expect("runs");
+    assert!(!run.success(), "{run:#?}");
+    assert!(run.stderr.contains("gone.key"), "{run:#?}");
+    assert!(run.stderr.contains("lost-key.toml"), "{run:#?}");
 }

@@ -104,6 +104,18 @@ fn an_older_version_is_refused_as_rollback() {
 }
 
 #[test]
+fn a_rollback_names_the_version_found_and_the_minimum() {
+    let error = RosterError::Rollback {
+        found: 2,
+        minimum: 5,
+    };
+    assert_eq!(
+        error.to_string(),
+        "roster version 2 is below the minimum version 5 (rollback refused)"
+    );
+}
+
+#[test]
 fn unsafe_names_are_refused() {
     for bad in [
         "../etc",
@@ -191,4 +203,79 @@ fn the_toml_source_round_trips() {
     let text = toml::to_string(&roster).expect("serialises");
     let back: Roster = toml::from_str(&text).expect("parses");
     assert_eq!(back, roster);
+}
+
+fn with_relay_address(address: &str) -> Roster {
+    let mut roster = sample(Timestamp::now());
+    roster.relays[0].address = address.into();
+    roster
+}
+
+#[test]
+fn relay_addresses_need_a_host_and_a_real_port() {
+    for good in [
+        "203.0.113.7:7443",
+        "[::1]:7443",
+        "[2001:db8::7]:443",
+        "relay.example.org:7443",
+        "relay-2.example.org.:1",
+        "localhost:65535",
+    ] {
+        let roster = with_relay_address(good);
+        assert_eq!(roster.sign(&root()).err(), None, "{good}");
+    }
+}
+
+#[test]
+fn invalid_relay_addresses_are_refused_with_the_expected_format() {
+    for bad in [
+        "",
+        "relay.example.org",
+        "203.0.113.7",
+        "203.0.113.7:0",
+        "203.0.113.7:65536",
+        "203.0.113.7:-1",
+        "203.0.113.7:+443",
+        "0.0.0.0:7443",
+        "[::]:7443",
+        "::1:7443",
+        "[::1]",
+        ":7443",
+        "relay example:7443",
+        "relay/x:7443",
+        "-relay:7443",
+        "1.2.3:7443",
+        "999.1.1.1:7443",
+    ] {
+        let error = with_relay_address(bad).sign(&root()).err();
+        let expected = RosterError::BadAddress {
+            relay: "relay-1".into(),
+            address: bad.into(),
+        };
+        assert_eq!(error, Some(expected), "{bad:?}");
+    }
+    let error = with_relay_address("0.0.0.0:7443")
+        .validate()
+        .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "relay \"relay-1\": invalid address \"0.0.0.0:7443\": expected IP:port or host:port, \
+         e.g. 203.0.113.7:7443"
+    );
+}
+
+#[test]
+fn a_roster_with_crlf_line_endings_is_refused_with_the_reason() {
+    let now = Timestamp::now();
+    let root = root();
+    let signed = sample(now).sign(&root).expect("signs");
+    let text = String::from_utf8(signed).expect("a signed roster is text");
+    let converted = text.replace('\n', "\r\n");
+    let error = verify(converted.as_bytes(), &root.public(), policy(now)).expect_err("refused");
+    assert_eq!(error, RosterError::CrlfLineEndings);
+    assert!(error.to_string().contains("CRLF line endings"), "{error}");
+    assert!(
+        error.to_string().contains("copy it in binary mode"),
+        "{error}"
+    );
 }

@@ -411,6 +411,11 @@ fn opening_a_store_in_use_says_so() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("another process"), "{error}");
+    assert!(
+        !error.contains("Os {") && !error.contains("WouldBlock"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
 }
 
 #[tokio::test]
