@@ -21,6 +21,10 @@
 //! ```
 //!
 //! Relative paths are taken from the configuration file's folder.
+//!
+//! Known shortcoming: relay keys are pinned here, not taken from the roster, and no command
+//! writes or updates a client configuration, so rotating a relay key means editing every
+//! member's file by hand (the runbook shows how).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

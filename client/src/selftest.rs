@@ -84,6 +84,8 @@ pub async fn run(config_path: &Path, timeout: Duration) -> Report {
         Ok(c) => c,
         Err(e) => return failed(Status::Unknown, format!("{e:#}"), started),
     };
+    // The self-test runs unattended, so a passphrase-protected key cannot be used: give a
+    // probe its own unprotected key rather than a responder's.
     let me = match keyio::load_unattended(&config.key, KeyKind::Member).and_then(|k| {
         k.into_member().map_err(|reason| keyio::KeyIoError::Format {
             path: config.key.clone(),

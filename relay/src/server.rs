@@ -179,6 +179,10 @@ impl Relay {
 ///
 /// Expiry is not checked here: an expired roster still says who the members are, and
 /// clients refuse it themselves, so the relay starts and says loudly that it needs a new one.
+///
+/// Known shortcoming: a pushed roster lives only in the store. When an operator resets the
+/// store, the configured file is all that remains, and members removed by later pushes are
+/// admitted again until the newest roster is copied there (the runbook's recovery does).
 fn choose_roster(root: &SigningPublic, configured: &[u8], store: &Store) -> Result<RosterInForce> {
     let any_time = Policy {
         now: Timestamp(0),
