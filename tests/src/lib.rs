@@ -13,10 +13,11 @@ pub mod netns;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -588,35 +589,8 @@ pub fn client_with_stdin(
 ///
 /// As [`client`].
 pub fn client_with_config(config: &Path, args: &[&str], stdin: Option<Vec<u8>>) -> Result<Run> {
-    let mut cmd = client_command(config, args)?;
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn().context("cannot start breakglass")?;
-    let feeder = stdin.zip(child.stdin.take()).map(|(bytes, mut pipe)| {
-        // The client may refuse early and close its input; that is its answer, not ours.
-        thread::spawn(move || drop(pipe.write_all(&bytes)))
-    });
-    let stdout = collect(child.stdout.take());
-    let stderr = collect(child.stderr.take());
-    let status = wait_until(&mut child, Instant::now() + CLIENT_DEADLINE)?;
-    if let Some(feeder) = feeder {
-        let _ = feeder.join();
-    }
-    let (stdout, stderr) = (joined(stdout), joined(stderr));
-    match status {
-        Some(status) => Ok(Run {
-            status,
-            stdout,
-            stderr,
-        }),
-        None => bail!(
-            "breakglass {args:?} ran over {CLIENT_DEADLINE:?} and was killed\n\
-             stdout:\n{stdout}\nstderr:\n{stderr}"
-        ),
-    }
+    let cmd = client_command(config, args)?;
+    run_bounded(cmd, stdin, CLIENT_DEADLINE)?.into_run(format!("breakglass {args:?}"))
 }
 
 /// The client command, quiet unless a test sets `RUST_LOG` in the code.
@@ -632,29 +606,173 @@ fn client_command(config: &Path, args: &[&str]) -> Result<Command> {
     Ok(cmd)
 }
 
-/// Reads a pipe to its end on a thread of its own, so a full pipe never blocks the child.
-fn collect(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<String>> {
-    pipe.map(|mut pipe| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
+/// What a command run by [`run_bounded`] did.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it exited; `None` when it ran over its deadline and was killed.
+    pub status: Option<ExitStatus>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+    /// Its wall time, from start to exit (or to the kill).
+    pub elapsed: Duration,
+    /// The deadline it was given.
+    deadline: Duration,
+}
+
+impl Finished {
+    /// Whether it ran over its deadline and was killed.
+    pub fn timed_out(&self) -> bool {
+        self.status.is_none()
+    }
+
+    /// Its exit code; `None` when a signal ended it, or it was killed at the deadline.
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// As a [`Run`].
+    ///
+    /// # Errors
+    ///
+    /// When it ran over its deadline; the error names it `what` and holds what it printed.
+    pub fn into_run(self, what: impl std::fmt::Display) -> Result<Run> {
+        let Finished {
+            status,
+            stdout,
+            stderr,
+            deadline,
+            ..
+        } = self;
+        match status {
+            Some(status) => Ok(Run {
+                status,
+                stdout,
+                stderr,
+            }),
+            None => bail!(
+                "{what} ran over {deadline:?} and was killed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+            ),
+        }
+    }
+}
+
+/// How long the output of a finished command may take to arrive: a grandchild that
+/// outlives it and holds its pipes open must not stall the test.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs `cmd` with `stdin` as its standard input (or none), collecting its standard output
+/// and error on threads of their own so a full pipe never blocks it, and waits for it at
+/// most `deadline`; when it runs over, it is killed with SIGKILL and the result says so
+/// ([`Finished::timed_out`]).
+///
+/// This is the one bounded runner of the test crate: the client runs ([`client`]), the
+/// drills' commands ([`netns::run_within`]) and the deploy and runbook tests use it.
+///
+/// # Errors
+///
+/// When `cmd` cannot be started, waited for or killed.
+pub fn run_bounded(cmd: Command, stdin: Option<Vec<u8>>, deadline: Duration) -> Result<Finished> {
+    run_and_kill(cmd, stdin, deadline, Kill::Process)
+}
+
+/// As [`run_bounded`], with the command in a process group of its own, the whole group
+/// killed when it runs over: for `sh -c` lines, whose pipelines and background commands
+/// would otherwise outlive the killed shell.
+///
+/// # Errors
+///
+/// As [`run_bounded`].
+pub fn run_bounded_group(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    deadline: Duration,
+) -> Result<Finished> {
+    cmd.process_group(0);
+    run_and_kill(cmd, stdin, deadline, Kill::Group)
+}
+
+/// What is killed when a command runs over its deadline.
+#[derive(Clone, Copy)]
+enum Kill {
+    /// The process started.
+    Process,
+    /// Its process group, which it leads.
+    Group,
+}
+
+fn run_and_kill(
+    mut cmd: Command,
+    stdin: Option<Vec<u8>>,
+    deadline: Duration,
+    kill: Kill,
+) -> Result<Finished> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if let Some((bytes, mut pipe)) = stdin.zip(child.stdin.take()) {
+        // The command may refuse early and close its input; that is its answer, not ours.
+        thread::spawn(move || drop(pipe.write_all(&bytes)));
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = wait_or_kill(&mut child, started + deadline, kill)?;
+    let elapsed = started.elapsed();
+    Ok(Finished {
+        status,
+        stdout: stdout.recv_timeout(DRAIN).unwrap_or_default(),
+        stderr: stderr.recv_timeout(DRAIN).unwrap_or_default(),
+        elapsed,
+        deadline,
     })
 }
 
-fn joined(reader: Option<JoinHandle<String>>) -> String {
-    reader.and_then(|r| r.join().ok()).unwrap_or_default()
+/// Reads a pipe to its end on a thread of its own and sends what it read.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+        });
+    }
+    rx
 }
 
-/// Waits for `child` until `deadline`; kills it and returns `None` when it runs over.
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
+/// Waits for `child` until `deadline`; kills it with SIGKILL, reaps it and returns `None`
+/// when it runs over.
+///
+/// # Errors
+///
+/// When the child cannot be waited for or killed.
+pub fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
+    wait_or_kill(child, deadline, Kill::Process)
+}
+
+fn wait_or_kill(child: &mut Child, deadline: Instant, kill: Kill) -> Result<Option<ExitStatus>> {
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
         if Instant::now() >= deadline {
-            child.kill()?;
+            match kill {
+                Kill::Process => child.kill()?,
+                Kill::Group => {
+                    let group = format!("-{}", child.id());
+                    // The leader may be gone already; reaping it below is what counts.
+                    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+                }
+            }
             child.wait()?;
             return Ok(None);
         }

@@ -14,17 +14,16 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::Run;
+use crate::{run_bounded, Run, POLL};
 
 /// The MAC addresses given to blackholes, in order: locally administered (so no vendor's
 /// interface has one) and owned by no interface in the drill.
@@ -36,10 +35,6 @@ const UNOWNED_MACS: [&str; 4] = [
 ];
 /// The longest any `ip` invocation may take.
 const IP_DEADLINE: Duration = Duration::from_secs(10);
-/// How often a bounded wait looks again.
-const POLL: Duration = Duration::from_millis(20);
-/// How long the output of a finished command may take to arrive.
-const DRAIN: Duration = Duration::from_secs(2);
 /// Every name made here starts so.
 const PREFIX: &str = "bg";
 /// The bridge inside the switch namespace.
@@ -481,39 +476,21 @@ pub struct Timed {
     pub elapsed: Duration,
 }
 
-/// Runs `cmd` with no input, collecting its output, and waits for it at most `limit`.
+/// Runs `cmd` with no input, collecting its output, and waits for it at most `limit`
+/// ([`run_bounded`]).
 ///
 /// # Errors
 ///
 /// When it cannot be started, or runs over `limit` (it is then killed and the error holds
 /// what it printed).
-pub fn run_within(mut cmd: Command, limit: Duration) -> Result<Timed> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let status = wait_until(&mut child, started + limit)?;
-    let elapsed = started.elapsed();
-    let stdout = stdout.recv_timeout(DRAIN).unwrap_or_default();
-    let stderr = stderr.recv_timeout(DRAIN).unwrap_or_default();
-    match status {
-        Some(status) => Ok(Timed {
-            run: Run {
-                status,
-                stdout,
-                stderr,
-            },
-            elapsed,
-        }),
-        None => {
-            bail!("{cmd:?} ran over {limit:?} and was killed\nstdout:\n{stdout}\nstderr:\n{stderr}")
-        }
-    }
+pub fn run_within(cmd: Command, limit: Duration) -> Result<Timed> {
+    let what = format!("{cmd:?}");
+    let finished = run_bounded(cmd, None, limit)?;
+    let elapsed = finished.elapsed;
+    Ok(Timed {
+        run: finished.into_run(what)?,
+        elapsed,
+    })
 }
 
 /// The words of a command line made of names and numbers only (no quoting needed).
@@ -540,34 +517,6 @@ fn run_tool(tool: &str, args: &[&str]) -> Result<String> {
         );
     }
     Ok(timed.run.stdout)
-}
-
-/// Reads a pipe to its end on a thread of its own and sends what it read.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    if let Some(mut pipe) = pipe {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
-        });
-    }
-    rx
-}
-
-/// Waits for `child` until `deadline`; kills it and returns `None` when it runs over.
-fn wait_until(child: &mut Child, deadline: Instant) -> Result<Option<ExitStatus>> {
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            child.kill()?;
-            child.wait()?;
-            return Ok(None);
-        }
-        thread::sleep(POLL);
-    }
 }
 
 /// A long-running process (a relay) whose standard output and error go to a log file;

@@ -6,15 +6,14 @@
 //! built; only its consistency is checked.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use breakglass_keygen::keyio;
 use breakglass_protocol::KeyKind;
-use breakglass_tests::{binary, Domain, RelayProcess};
+use breakglass_tests::{binary, run_bounded, Domain, RelayProcess};
 
 /// The placeholders the example configs carry for the keys.
 const ROOT_PLACEHOLDER: &str = "bgroot1REPLACE-WITH-YOUR-ROOT-KEY";
@@ -457,40 +456,18 @@ struct Step {
 
 /// Runs `program` with `args`, killing it and failing the test after [`DEADLINE`].
 fn run(program: &Path, args: &[&str]) -> Step {
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .env_remove("RUST_LOG")
-        .env_remove("BREAKGLASS_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the child is waited for") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{} {args:?} ran over {DEADLINE:?}", program.display());
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Step {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        .env_remove("BREAKGLASS_CONFIG");
+    let done = run_bounded(cmd, None, DEADLINE)
+        .unwrap_or_else(|e| panic!("cannot run {}: {e:#}", program.display()));
+    if done.timed_out() {
+        panic!("{} {args:?} ran over {DEADLINE:?}", program.display());
     }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    Step {
+        code: done.code().unwrap_or(-1),
+        stdout: done.stdout,
+        stderr: done.stderr,
+    }
 }

@@ -17,17 +17,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use breakglass_keygen::rosterfile;
 use breakglass_protocol::roster::Relay;
-use breakglass_tests::{binary, client, Background, Domain, RelayProcess};
+use breakglass_tests::{binary, client, run_bounded_group, Background, Domain, RelayProcess};
 
 /// The runbook, as the tests read it.
 const RUNBOOK: &str = include_str!("../../docs/runbook.md");
@@ -1047,51 +1044,23 @@ fn shell(command: &str, dir: &Path, input: &str) -> Step {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = Command::new("sh")
-        .args(["-c", command])
+    let mut sh = Command::new("sh");
+    sh.args(["-c", command])
         .current_dir(dir)
         .env("PATH", path)
         .env_remove("RUST_LOG")
-        .env_remove("BREAKGLASS_CONFIG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("sh starts");
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let input = input.to_owned();
-    // A command that never reads its input closes the pipe; that is not an error.
-    let feeder = thread::spawn(move || drop(stdin.write_all(input.as_bytes())));
-    let stdout = drain(child.stdout.take().expect("stdout is piped"));
-    let stderr = drain(child.stderr.take().expect("stderr is piped"));
-    let deadline = Instant::now() + STEP_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("the child is waited for") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let group = format!("-{}", child.id());
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.wait();
-            panic!("`{command}` ran over {STEP_DEADLINE:?} and was killed");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let _ = feeder.join();
-    Step {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
+        .env_remove("BREAKGLASS_CONFIG");
+    // A group of its own: killing only `sh` would leave its pipelines running.
+    let input = Some(input.as_bytes().to_vec());
+    let done = run_bounded_group(sh, input, STEP_DEADLINE).expect("sh runs");
+    if done.timed_out() {
+        panic!("`{command}` ran over {STEP_DEADLINE:?} and was killed");
     }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    Step {
+        code: done.code().unwrap_or(-1),
+        stdout: done.stdout,
+        stderr: done.stderr,
+    }
 }
 
 fn copy(from: &Path, to: &Path) {
