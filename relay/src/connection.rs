@@ -391,6 +391,13 @@ async fn push_roster(shared: &Shared, me: &Member, signed: &[u8]) -> Response {
     };
     let next = match roster::verify(signed, &shared.root, policy) {
         Ok(r) => r,
+        Err(RosterError::Rollback { found, .. }) if found == current.roster.version => {
+            let message = format!(
+                "a different roster with the same version {found} is already in force: \
+                 sign the roster source again to get a newer version"
+            );
+            return error(ErrorCode::BadRoster, message);
+        }
         Err(RosterError::Rollback { found, .. }) => {
             let message = format!(
                 "roster version {found} is not newer than version {} in force \

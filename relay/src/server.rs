@@ -189,6 +189,9 @@ fn choose_roster(root: &SigningPublic, configured: &[u8], store: &Store) -> Resu
         min_version: 0,
     };
     let from_config = roster::verify(configured, root, any_time);
+    if let Err(e) = &from_config {
+        warn!(error = %e, "the configured roster file was refused; using the store's roster if it holds one");
+    }
     let stored = store.roster()?;
     let from_store = stored
         .as_deref()

@@ -2,6 +2,7 @@
 //! roster, a relay that is not the pinned one, roster pushes, and members revoked while
 //! connected or away.
 
+use breakglass_keygen::keyio;
 use std::time::{Duration, Instant};
 
 use breakglass_protocol::keyfile::SecretKey;
@@ -188,4 +189,31 @@ fn pushing_the_roster_in_force_again_succeeds_and_changes_nothing() {
     let shown = ok(&domain, "alice", &["roster", "show"]);
     assert!(shown.stdout.contains("roster version 2"), "{shown:#?}");
     assert!(!shown.stdout.contains("carol"), "{shown:#?}");
+}
+
+#[test]
+fn a_different_roster_with_the_version_in_force_is_refused_with_the_reason() {
+    let (domain, _relay) = alice_bob_carol();
+    let pushed = push(&domain, "alice", &without(&domain, "carol"));
+    assert!(pushed.success(), "{pushed:#?}");
+
+    // Another roster that also carries version 2, as an admin who signed an old copy of
+    // the source would make.
+    let root = keyio::load_unattended(&domain.path().join("root.key"), KeyKind::Root)
+        .expect("root key")
+        .into_signing(KeyKind::Root)
+        .expect("a root key");
+    let mut twin = without(&domain, "bob");
+    twin.version = 2;
+    let file = domain.path().join("twin-v2.signed");
+    std::fs::write(&file, twin.sign(&root).expect("signs")).expect("writes");
+
+    let args = ["roster", "push", file.to_str().expect("a UTF-8 path")];
+    let refused = refused(&domain, "alice", &args);
+    assert!(
+        refused
+            .stderr
+            .contains("a different roster with the same version 2"),
+        "{refused:#?}"
+    );
 }
