@@ -205,7 +205,7 @@ async fn selftest(
     }
     if let Some(path) = prometheus {
         if let Err(e) = crate::selftest::write_prometheus(path, &report) {
-            eprintln!("breakglass: error: cannot write {}: {e}", path.display());
+            eprintln!("breakglass: error: cannot write the metrics file: {e}");
         }
     }
     ExitCode::from(report.code)

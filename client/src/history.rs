@@ -125,9 +125,7 @@ impl History {
     ///
     /// When it cannot be written.
     pub fn save_roster(&self, signed: &[u8]) -> Result<()> {
-        let tmp = self.dir.join(format!(".roster.{}.tmp", std::process::id()));
-        fs::write(&tmp, signed).with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, self.dir.join("roster.signed"))
+        breakglass_keygen::keyio::write_public(&self.dir.join("roster.signed"), signed)
             .with_context(|| format!("cannot keep the roster in {}", self.dir.display()))
     }
 }

@@ -11,7 +11,7 @@
 //! 3 UNKNOWN (the test itself could not run: no readable configuration).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -516,17 +516,8 @@ fn escape(label: &str) -> String {
 /// # Errors
 ///
 /// When the folder is not writable.
-pub fn write_prometheus(path: &Path, report: &Report) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".breakglass-selftest.{}.prom.tmp",
-        std::process::id()
-    ));
-    std::fs::write(&tmp, prometheus(report))?;
-    std::fs::rename(&tmp, path)
+pub fn write_prometheus(path: &Path, report: &Report) -> Result<(), keyio::KeyIoError> {
+    keyio::write_public(path, prometheus(report).as_bytes())
 }
 
 fn unix_ms() -> u64 {

@@ -107,7 +107,7 @@ fn key(dir: &Path, file: &str, kind: KeyKind) -> Result<SecretKey> {
 /// left alone.
 fn write_client_config(path: &Path, config: &str, addr: SocketAddr) -> Result<()> {
     let Ok(text) = fs::read_to_string(path) else {
-        return rosterfile::write_public(path, config.as_bytes());
+        return Ok(rosterfile::write_public(path, config.as_bytes())?);
     };
     let Ok(table) = text.parse::<toml::Table>() else {
         return Ok(());

@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use breakglass_protocol::keyfile::{self, KeyFileError, SecretKey, MAX_KEY_FILE};
@@ -75,12 +75,30 @@ pub fn write_secret(path: &Path, contents: &[u8], force: bool) -> Result<(), Key
     if !force && path.symlink_metadata().is_ok() {
         return Err(KeyIoError::Exists(path.to_path_buf()));
     }
+    write_atomic(path, contents, 0o600, force)
+}
+
+/// Writes a file others may read (a signed roster, a metrics text-file) atomically with
+/// mode 0644, replacing any file of that name: readers see the old file or the new one,
+/// never half of either.
+///
+/// # Errors
+///
+/// [`KeyIoError::Io`] for any file-system failure (the temporary file is removed).
+pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), KeyIoError> {
+    write_atomic(path, contents, 0o644, true)
+}
+
+/// Writes `contents` to a fresh temporary file of `mode` beside `path`, makes it durable,
+/// then publishes it: renamed over `path` when `replace`, else linked, which fails when
+/// the name is taken.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32, replace: bool) -> Result<(), KeyIoError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let tmp = dir.join(format!(".{}.tmp", random_suffix()));
-    let result = write_tmp(&tmp, contents).and_then(|()| publish(&tmp, path, force));
+    let result = write_tmp(&tmp, contents, mode).and_then(|()| publish(&tmp, path, replace));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -90,19 +108,22 @@ pub fn write_secret(path: &Path, contents: &[u8], force: bool) -> Result<(), Key
         .map_err(io(&dir))
 }
 
-fn write_tmp(tmp: &Path, contents: &[u8]) -> Result<(), KeyIoError> {
+fn write_tmp(tmp: &Path, contents: &[u8], mode: u32) -> Result<(), KeyIoError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(tmp)
+        .map_err(io(tmp))?;
+    // The umask may have taken bits away from `mode`; set exactly what was asked.
+    file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io(tmp))?;
     file.write_all(contents).map_err(io(tmp))?;
     file.sync_all().map_err(io(tmp))
 }
 
-fn publish(tmp: &Path, path: &Path, force: bool) -> Result<(), KeyIoError> {
-    if force {
+fn publish(tmp: &Path, path: &Path, replace: bool) -> Result<(), KeyIoError> {
+    if replace {
         return fs::rename(tmp, path).map_err(io(path));
     }
     match fs::hard_link(tmp, path) {
@@ -226,6 +247,18 @@ mod tests {
 
     fn unreachable_prompt() -> Result<Zeroizing<String>, std::io::Error> {
         Err(std::io::Error::other("no prompt expected"))
+    }
+
+    #[test]
+    fn a_public_file_replaces_the_old_one_with_mode_0644_and_no_leftovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("roster.signed");
+        write_public(&path, b"first").expect("writes");
+        write_public(&path, b"second").expect("replaces");
+        assert_eq!(fs::read(&path).expect("reads"), b"second");
+        let mode = fs::metadata(&path).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        assert_eq!(fs::read_dir(dir.path()).expect("lists").count(), 1);
     }
 
     #[test]

@@ -5,8 +5,7 @@
 //! without anyone having to remember to bump it.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -33,7 +32,7 @@ pub fn save_source(path: &Path, roster: &Roster) -> Result<()> {
     let text = toml::to_string_pretty(roster).context("cannot serialise the roster")?;
     let header = "# breakglass roster source: edit with `breakglass-keygen roster add|remove`,\n\
                   # then sign with `breakglass-keygen roster sign`.\n";
-    write_public(path, format!("{header}{text}").as_bytes())
+    Ok(write_public(path, format!("{header}{text}").as_bytes())?)
 }
 
 /// Reads a file of at most the roster size limit.
@@ -53,39 +52,7 @@ pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-/// Writes a non-secret file atomically (temporary file, fsync, rename).
-///
-/// # Errors
-///
-/// When the directory is not writable.
-pub fn write_public(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile_in(&dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    fs::rename(&tmp.0, path).with_context(|| format!("cannot write {}", path.display()))?;
-    fs::File::open(&dir).and_then(|d| d.sync_all()).ok();
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File)> {
-    for n in 0..100u32 {
-        let path = dir.join(format!(".roster.{}.{n}.tmp", std::process::id()));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => return Ok((path, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot write in {}", dir.display())),
-        }
-    }
-    bail!("cannot create a temporary file in {}", dir.display())
-}
+pub use crate::keyio::write_public;
 
 /// Signs the source with the root key: the next version, issued now, valid for
 /// `valid_for`. Returns the signed bytes and the roster as signed.
