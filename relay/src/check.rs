@@ -36,10 +36,6 @@ pub const DISK_WARN_PERCENT: f64 = 5.0;
 /// Less free space than this is critical.
 pub const DISK_CRIT_BYTES: u64 = 100 << 20;
 
-/// The file `Store::open` creates in a store it has initialised. A directory without it
-/// holds no store yet, and opening it would create one, which a check must not do.
-const STORE_MARKER: &str = "breakglass-store";
-
 /// One thing checked and what was found.
 #[derive(Debug, Serialize)]
 pub struct Finding {
@@ -300,7 +296,9 @@ enum Stored {
 
 fn check_store(config: &RelayConfig, report: &mut Report) -> Stored {
     let dir = &config.data_dir;
-    if !dir.join(STORE_MARKER).is_file() {
+    // `Store::open` writes this marker once a store is initialised; a directory without
+    // it holds no store yet, and opening it would create one, which a check must not do.
+    if !dir.join(crate::store::MARKER).is_file() {
         let message = format!(
             "no store in {} yet; the relay creates it when it starts",
             dir.display()

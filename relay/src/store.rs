@@ -61,7 +61,7 @@ use wake::Watchers;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(21 * 24 * 60 * 60);
 
 /// The file saying that the directory holds an initialised store.
-const MARKER: &str = "breakglass-store";
+pub(crate) const MARKER: &str = "breakglass-store";
 
 /// What the marker file says to whoever finds it.
 const MARKER_TEXT: &str = "This directory is a breakglass relay store (sled 0.34).\n";
